@@ -1,0 +1,18 @@
+"""Keep Moesif user profiles current from Django, Flask, WSGI and Starlette/FastAPI apps."""
+
+from __future__ import annotations
+
+from .config import ConfigurationError
+from .models import Campaign, User, ValidationError
+
+__all__ = [
+    "ApiError",
+    "AsyncUsersClient",
+    "Campaign",
+    "ConfigurationError",
+    "User",
+    "UsersClient",
+    "ValidationError",
+    "get_sender",
+]
+__version__ = "0.1.0"

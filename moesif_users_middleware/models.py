@@ -1,0 +1,256 @@
+"""User and Campaign: the Users API's records, validated once, as plain data.
+
+The wire form (``to_dict()``) is exactly the reference's snake_case JSON. Internally the
+sender and the collector work on such dicts; :func:`normalize_user` turns any accepted
+input (a ``User`` or a ``dict``) into that form and raises :class:`ValidationError`
+naming the field at fault.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = [
+    "CAMPAIGN_FIELDS",
+    "USER_FIELDS",
+    "Campaign",
+    "User",
+    "ValidationError",
+    "check_json_value",
+    "normalize_campaign",
+    "normalize_user",
+    "parse_timestamp",
+]
+
+CAMPAIGN_FIELDS: tuple[str, ...] = (
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "referrer",
+    "referring_domain",
+    "gclid",
+)
+USER_FIELDS: tuple[str, ...] = (
+    "user_id",
+    "company_id",
+    "session_token",
+    "modified_time",
+    "ip_address",
+    "user_agent_string",
+    "campaign",
+    "metadata",
+)
+_STRING_FIELDS: tuple[str, ...] = ("company_id", "session_token", "ip_address", "user_agent_string")
+_CAMPAIGN_FIELD_SET = frozenset(CAMPAIGN_FIELDS)
+_USER_FIELD_SET = frozenset(USER_FIELDS)
+MAX_ID_LENGTH = 1024
+MAX_METADATA_DEPTH = 32
+
+
+class ValidationError(ValueError):
+    """An invalid user or campaign; ``field`` names the offending field (dotted path)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def parse_timestamp(value: object, field: str = "modified_time") -> str:
+    """Return an ISO-8601 UTC string for a ``datetime`` or an ISO-8601 string."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValidationError(field, f"not an ISO-8601 timestamp: {value[:64]!r}") from None
+    else:
+        raise ValidationError(field, f"must be a datetime or ISO-8601 string, not {_kind(value)}")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def check_json_value(value: object, field: str, depth: int = 0) -> None:
+    """Raise ``ValidationError`` unless ``value`` is plain, finite JSON (str keys only)."""
+    kind = type(value)
+    if kind is str or kind is bool or kind is int or value is None:
+        return
+    if kind is float:
+        if not math.isfinite(value):  # type: ignore[arg-type]
+            raise ValidationError(field, "NaN and infinity are not valid JSON")
+        return
+    if depth >= MAX_METADATA_DEPTH:
+        raise ValidationError(field, f"nested deeper than {MAX_METADATA_DEPTH} levels")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if type(key) is not str:
+                raise ValidationError(field, f"keys must be strings, not {_kind(key)}")
+            check_json_value(item, f"{field}.{key}", depth + 1)
+        return
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            check_json_value(item, f"{field}[{index}]", depth + 1)
+        return
+    if isinstance(value, (str, int, float)):  # subclasses (enums, numpy-free str/int types)
+        return
+    raise ValidationError(field, f"{_kind(value)} is not JSON-serializable")
+
+
+def normalize_campaign(value: object, field: str = "campaign") -> dict[str, str] | None:
+    """Validate a campaign (``Campaign``, dict or ``None``) into its wire dict."""
+    if value is None:
+        return None
+    if isinstance(value, Campaign):
+        return value.to_dict() or None
+    if not isinstance(value, Mapping):
+        raise ValidationError(field, f"must be an object, not {_kind(value)}")
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        if key not in _CAMPAIGN_FIELD_SET:
+            raise ValidationError(
+                f"{field}.{key}", f"unknown campaign field (expected one of {', '.join(CAMPAIGN_FIELDS)})"
+            )
+        if item is None:
+            continue
+        if not isinstance(item, str):
+            raise ValidationError(f"{field}.{key}", f"must be a string, not {_kind(item)}")
+        out[key] = item
+    return out or None
+
+
+def normalize_user(value: object, field: str = "user") -> dict[str, Any]:
+    """Validate a ``User`` or dict and return the wire dict (a new dict; input untouched).
+
+    ``field`` prefixes nothing for top-level fields; it names the argument in the error
+    for non-object input.
+    """
+    if isinstance(value, User):
+        return value.to_dict()
+    if not isinstance(value, Mapping):
+        raise ValidationError(field, f"must be a User or an object, not {_kind(value)}")
+    user_id = value.get("user_id")
+    if type(user_id) is not str:
+        if user_id is None:
+            raise ValidationError("user_id", "is required")
+        raise ValidationError("user_id", f"must be a string, not {_kind(user_id)}")
+    if not user_id or user_id.isspace():
+        raise ValidationError("user_id", "must not be empty")
+    if len(user_id) > MAX_ID_LENGTH:
+        raise ValidationError("user_id", f"longer than {MAX_ID_LENGTH} characters")
+    out: dict[str, Any] = {"user_id": user_id}
+    for key, item in value.items():
+        if key == "user_id" or item is None:
+            continue
+        if key in _STRING_FIELDS:
+            if type(item) is not str:
+                raise ValidationError(key, f"must be a string, not {_kind(item)}")
+            out[key] = item
+        elif key == "metadata":
+            if not isinstance(item, Mapping):
+                raise ValidationError("metadata", f"must be an object, not {_kind(item)}")
+            check_json_value(item, "metadata")
+            out["metadata"] = item if type(item) is dict else dict(item)
+        elif key == "campaign":
+            campaign = normalize_campaign(item)
+            if campaign:
+                out["campaign"] = campaign
+        elif key == "modified_time":
+            out["modified_time"] = parse_timestamp(item)
+        elif key not in _USER_FIELD_SET:
+            raise ValidationError(
+                str(key), f"unknown user field (expected one of {', '.join(USER_FIELDS)})"
+            )
+    return out
+
+
+def _kind(value: object) -> str:
+    return type(value).__name__
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """Acquisition campaign: UTM parameters, referrer and Google click id."""
+
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_term: str | None = None
+    utm_content: str | None = None
+    referrer: str | None = None
+    referring_domain: str | None = None
+    gclid: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in CAMPAIGN_FIELDS:
+            item = getattr(self, name)
+            if item is not None and not isinstance(item, str):
+                raise ValidationError(f"campaign.{name}", f"must be a string, not {_kind(item)}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Campaign:
+        """Build from the wire dict; unknown keys raise ``ValidationError``."""
+        return cls(**(normalize_campaign(data) or {}))
+
+    def to_dict(self) -> dict[str, str]:
+        """The wire dict, without unset fields."""
+        return {
+            name: item for name in CAMPAIGN_FIELDS if (item := getattr(self, name)) is not None
+        }
+
+
+@dataclass(frozen=True)
+class User:
+    """One user update for ``POST /v1/users``; only ``user_id`` is required.
+
+    ``modified_time`` accepts a ``datetime`` or an ISO-8601 string; ``campaign`` a
+    ``Campaign`` or dict. Invalid values raise ``ValidationError`` naming the field.
+    """
+
+    user_id: str
+    company_id: str | None = None
+    session_token: str | None = None
+    modified_time: datetime | str | None = None
+    ip_address: str | None = None
+    user_agent_string: str | None = None
+    campaign: Campaign | Mapping[str, Any] | None = None
+    metadata: Mapping[str, Any] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        data = normalize_user({name: getattr(self, name) for name in USER_FIELDS})
+        if isinstance(self.campaign, Mapping):
+            object.__setattr__(self, "campaign", Campaign(**data.get("campaign", {})))
+        object.__setattr__(self, "_wire", data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> User:
+        """Build from the wire dict; unknown keys raise ``ValidationError``."""
+        if not isinstance(data, Mapping):
+            raise ValidationError("user", f"must be an object, not {_kind(data)}")
+        unknown = [key for key in data if key not in _USER_FIELD_SET]
+        if unknown:
+            raise ValidationError(
+                str(unknown[0]), f"unknown user field (expected one of {', '.join(USER_FIELDS)})"
+            )
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The reference's JSON object (unset fields omitted)."""
+        wire: dict[str, Any] = self.__dict__["_wire"]
+        out = dict(wire)
+        if "campaign" in out:
+            out["campaign"] = dict(out["campaign"])
+        return out
+
+    def __repr__(self) -> str:
+        return f"User(user_id={self.user_id!r}, company_id={self.company_id!r})"
