@@ -50,10 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     collector = commands.add_parser(
         "collector", help="serve a local Moesif-compatible Users API backed by SQLite"
     )
-    collector.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    collector.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)"
+    )
     collector.add_argument("--port", type=int, default=8787, help="port (default 8787)")
-    collector.add_argument("--db", default="moesif-users.db", help="SQLite file (default ./moesif-users.db)")
-    collector.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    collector.add_argument(
+        "--db", default="moesif-users.db", help="SQLite file (default ./moesif-users.db)"
+    )
+    collector.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     collector.set_defaults(handler=_run_collector)
 
     demo = commands.add_parser(
@@ -64,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=int, default=20, help="simulated users (default 20)")
     demo.set_defaults(handler=_run_demo)
 
-    send = commands.add_parser("send", help="send users from a JSON, JSON Lines or CSV file in batches")
+    send = commands.add_parser(
+        "send", help="send users from a JSON, JSON Lines or CSV file in batches"
+    )
     try:
         from .backfill.command import configure_parser
     except ImportError:  # pragma: no cover - only while the backfill module is absent

@@ -42,10 +42,14 @@ def merge_update(older: Mapping[str, Any], newer: Mapping[str, Any]) -> dict[str
         if key == "metadata" or key == "campaign":
             current = merged.get(key)
             if isinstance(current, Mapping) and isinstance(value, Mapping):
-                merged[key] = deep_merge(current, value) if key == "metadata" else {
-                    **current,
-                    **value,
-                }
+                merged[key] = (
+                    deep_merge(current, value)
+                    if key == "metadata"
+                    else {
+                        **current,
+                        **value,
+                    }
+                )
                 continue
         merged[key] = value
     return merged

@@ -119,7 +119,8 @@ def normalize_campaign(value: object, field: str = "campaign") -> dict[str, str]
     for key, item in value.items():
         if key not in _CAMPAIGN_FIELD_SET:
             raise ValidationError(
-                f"{field}.{key}", f"unknown campaign field (expected one of {', '.join(CAMPAIGN_FIELDS)})"
+                f"{field}.{key}",
+                f"unknown campaign field (expected one of {', '.join(CAMPAIGN_FIELDS)})",
             )
         if item is None:
             continue
@@ -204,9 +205,7 @@ class Campaign:
 
     def to_dict(self) -> dict[str, str]:
         """The wire dict, without unset fields."""
-        return {
-            name: item for name in CAMPAIGN_FIELDS if (item := getattr(self, name)) is not None
-        }
+        return {name: item for name in CAMPAIGN_FIELDS if (item := getattr(self, name)) is not None}
 
 
 @dataclass(frozen=True)
@@ -235,14 +234,7 @@ class User:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> User:
         """Build from the wire dict; unknown keys raise ``ValidationError``."""
-        if not isinstance(data, Mapping):
-            raise ValidationError("user", f"must be an object, not {_kind(data)}")
-        unknown = [key for key in data if key not in _USER_FIELD_SET]
-        if unknown:
-            raise ValidationError(
-                str(unknown[0]), f"unknown user field (expected one of {', '.join(USER_FIELDS)})"
-            )
-        return cls(**dict(data))
+        return cls(**normalize_user(data))
 
     def to_dict(self) -> dict[str, Any]:
         """The reference's JSON object (unset fields omitted)."""

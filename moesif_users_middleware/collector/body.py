@@ -1,0 +1,187 @@
+"""From request body to validated users: size limit, gzip, strict JSON, user validation.
+
+Every problem with what the client sent becomes a :class:`ClientError` (400, 413 or
+415), never anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+from starlette.requests import ClientDisconnect, Request
+
+from ..models import ValidationError, normalize_user
+from .errors import ClientError
+
+__all__ = ["parse_json", "read_body", "validate_users"]
+
+# JSON escapes that may decode to a lone surrogate, which UTF-8 (and SQLite) cannot hold.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, gunzipped if sent with ``Content-Encoding: gzip``.
+
+    Both the bytes received and the bytes after gunzip are capped at ``limit``; the
+    cap is enforced while streaming, so an oversized body or a gzip bomb costs at most
+    ``limit`` bytes of memory.
+    """
+    gzipped = _is_gzip(request.headers.getlist("content-encoding"))
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        _too_large(limit)
+    gunzip = _Gunzip(limit) if gzipped else None
+    parts: list[bytes] = []
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                _too_large(limit)
+            if gunzip is not None:
+                gunzip.feed(chunk)
+            else:
+                parts.append(chunk)
+    except ClientDisconnect:
+        raise ClientError(400, "invalid body", "client disconnected mid-body") from None
+    return gunzip.finish() if gunzip is not None else b"".join(parts)
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON: UTF-8 only, no NaN/Infinity; duplicate keys keep the last value."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ClientError(
+            400, "invalid body", f"body is not valid UTF-8 (byte {exc.start})"
+        ) from None
+    if not text.strip():
+        raise ClientError(400, "invalid JSON", "empty body")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ClientError(400, "invalid JSON", "nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, integers with too many digits
+        raise ClientError(400, "invalid JSON", str(exc)) from None
+
+
+def validate_users(payload: Any, *, batch: bool, raw_text_hint: bytes = b"") -> list[dict[str, Any]]:
+    """Normalize one user (``batch=False``) or an array of users into wire dicts.
+
+    An invalid user rejects the whole payload: 400 naming the field (and, for a
+    batch, the index). ``raw_text_hint`` is the body; when it contains escapes that
+    may decode to lone surrogates every string is checked for UTF-8 encodability.
+    """
+    if batch:
+        if not isinstance(payload, list):
+            raise ClientError(400, "invalid body", "expected a JSON array of user objects")
+        items: list[Any] = payload
+    else:
+        if not isinstance(payload, dict):
+            raise ClientError(400, "invalid body", "expected a JSON object (one user)")
+        items = [payload]
+    check_text = _SURROGATE_ESCAPE.search(raw_text_hint.decode("utf-8", "replace")) is not None
+    users: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        try:
+            user = normalize_user(item)
+            if check_text:
+                _check_encodable(user, "")
+        except ValidationError as exc:
+            _invalid_user(index if batch else None, exc.field, exc.message)
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            _invalid_user(index if batch else None, "user", str(exc) or type(exc).__name__)
+        users.append(user)
+    return users
+
+
+def _invalid_user(index: int | None, field: str, message: str) -> NoReturn:
+    extra: dict[str, Any] = {} if index is None else {"index": index}
+    raise ClientError(400, "invalid user", message, field=field, **extra)
+
+
+def _check_encodable(value: Any, path: str) -> None:
+    if isinstance(value, str):
+        _check_string(value, path)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_string(key, path)
+            _check_encodable(item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_encodable(item, f"{path}[{index}]")
+
+
+def _check_string(text: str, path: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(path or "user", "contains an unpaired UTF-16 surrogate") from None
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _too_large(limit: int) -> NoReturn:
+    raise ClientError(
+        413, "payload too large", f"request body exceeds {limit} bytes", limit=limit
+    )
+
+
+def _is_gzip(values: list[str]) -> bool:
+    codings = [
+        coding.strip().lower() for value in values for coding in value.split(",")
+    ]
+    codings = [coding for coding in codings if coding not in ("", "identity")]
+    if not codings:
+        return False
+    if codings in (["gzip"], ["x-gzip"]):
+        return True
+    raise ClientError(
+        415,
+        "unsupported content encoding",
+        "Content-Encoding must be gzip or identity",
+        headers={"Accept-Encoding": "gzip, identity"},
+    )
+
+
+class _Gunzip:
+    """Incremental gunzip (several members allowed) that never outputs more than ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._size = 0
+        self._parts: list[bytes] = []
+        self._inflater = zlib.decompressobj(wbits=31)
+        self._members = 0
+        self._partial = False  # the current member has started but not ended
+
+    def feed(self, data: bytes) -> None:
+        try:
+            while data:
+                # max_length bounds memory: at most one byte past the limit is inflated.
+                out = self._inflater.decompress(data, self._limit - self._size + 1)
+                self._size += len(out)
+                if self._size > self._limit:
+                    _too_large(self._limit)
+                self._parts.append(out)
+                if self._inflater.eof:
+                    data = self._inflater.unused_data
+                    self._inflater = zlib.decompressobj(wbits=31)
+                    self._members += 1
+                    self._partial = False
+                else:
+                    data = self._inflater.unconsumed_tail
+                    self._partial = True
+        except zlib.error as exc:
+            raise ClientError(400, "invalid body", f"invalid gzip data: {exc}") from None
+
+    def finish(self) -> bytes:
+        if self._partial or self._members == 0:
+            raise ClientError(400, "invalid body", "truncated or empty gzip data")
+        return b"".join(self._parts)

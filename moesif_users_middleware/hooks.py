@@ -1,0 +1,175 @@
+"""User hooks: resolving them at configuration time, counting and logging their failures.
+
+A hook is any callable taking ``(request, response)``; a dotted path string
+(``"pkg.mod.func"`` or ``"pkg.mod:func"``) is imported once, when the configuration is
+built. Failures on the request path are counted process-wide and logged at most once
+per (hook, kind of failure) per :data:`LOG_INTERVAL` seconds.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "COUNTER_NAMES",
+    "LOG_INTERVAL",
+    "Hook",
+    "capture_stats",
+    "hook_label",
+    "is_async_hook",
+    "report",
+    "resolve_hook",
+]
+
+Hook = Callable[[Any, Any], Any]
+
+logger = logging.getLogger("moesif_users_middleware")
+
+LOG_INTERVAL = 60.0
+COUNTER_NAMES: tuple[str, ...] = (
+    "captured",  # a user update was handed to the sender
+    "skipped",  # the skip hook said so
+    "anonymous",  # no user id: nothing recorded
+    "hook_errors",  # a hook raised, returned a coroutine on a sync path, or the wrong type
+    "invalid",  # a value was dropped or truncated (oversize, not JSON)
+    "internal_errors",  # a bug in this library caught so the request goes on
+)
+
+_lock = threading.Lock()
+_counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+_last_logged: dict[tuple[str, str], float] = {}
+
+
+def count(name: str) -> None:
+    """Add one to a process-wide capture counter."""
+    with _lock:
+        _counters[name] += 1
+
+
+def capture_stats() -> dict[str, int]:
+    """A snapshot of the process-wide capture counters."""
+    with _lock:
+        return dict(_counters)
+
+
+def report(counter: str, hook: str, kind: str, detail: str, secret: str = "") -> None:
+    """Count a failure and log it unless (hook, kind) was logged in the last minute.
+
+    ``secret`` (the application id) is scrubbed from ``detail`` before logging.
+    """
+    now = time.monotonic()
+    key = (hook, kind)
+    with _lock:
+        _counters[counter] += 1
+        last = _last_logged.get(key)
+        if last is not None and now - last < LOG_INTERVAL:
+            return
+        _last_logged[key] = now
+    if secret and secret in detail:
+        detail = detail.replace(secret, "<application id>")
+    logger.warning(
+        "moesif_users_middleware: %s: %s (further %s reports for it are muted for %d s)",
+        hook,
+        detail,
+        kind,
+        int(LOG_INTERVAL),
+    )
+
+
+def _reset_capture_stats_for_tests() -> None:
+    with _lock:
+        _counters.update(dict.fromkeys(COUNTER_NAMES, 0))
+        _last_logged.clear()
+
+
+def hook_label(hook: object) -> str:
+    """``module.qualname`` of a callable, for messages."""
+    module = getattr(hook, "__module__", None)
+    name = getattr(hook, "__qualname__", None) or type(hook).__qualname__
+    return f"{module}.{name}" if module else str(name)
+
+
+def is_async_hook(hook: object) -> bool:
+    """True for ``async def`` functions and objects whose ``__call__`` is one."""
+    if inspect.iscoroutinefunction(hook):
+        return True
+    call = getattr(hook, "__call__", None)  # noqa: B004 - we want the method itself
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def resolve_hook(value: object, label: str) -> Hook | None:
+    """Return the callable for a hook option (callable, dotted path, or ``None``).
+
+    Raises :class:`HookError` with a message starting with ``label`` when the path cannot
+    be imported, the value is not callable, or it cannot take ``(request, response)``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = _import_path(value.strip(), label)
+    if not callable(value):
+        raise HookError(
+            f"{label} must be a callable or a dotted path string, not {type(value).__name__}"
+        )
+    _check_signature(value, label)
+    return value  # type: ignore[no-any-return]
+
+
+class HookError(ValueError):
+    """A hook option that cannot be used (the configuration wraps it)."""
+
+
+def _import_path(path: str, label: str) -> object:
+    if not path:
+        raise HookError(f"{label}: empty dotted path")
+    if ":" in path:
+        module_name, _, attrs = path.partition(":")
+        candidates = [(module_name, attrs)]
+    else:
+        parts = path.split(".")
+        if len(parts) < 2:
+            raise HookError(f"{label}: {path!r} is not a dotted path like 'package.module.func'")
+        # Longest importable module prefix first: "pkg.mod.Class.method" works too.
+        candidates = [
+            (".".join(parts[:i]), ".".join(parts[i:])) for i in range(len(parts) - 1, 0, -1)
+        ]
+    error: BaseException | None = None
+    for module_name, attrs in candidates:
+        try:
+            target: object = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            # Only "this prefix is not a module" moves on; a missing import inside it is real.
+            if exc.name is not None and (
+                module_name == exc.name or module_name.startswith(exc.name + ".")
+            ):
+                error = error or exc
+                continue
+            raise HookError(f"{label}: cannot import {path!r}: {exc}") from exc
+        except Exception as exc:
+            raise HookError(f"{label}: cannot import {path!r}: {exc!r}") from exc
+        try:
+            for attr in attrs.split("."):
+                target = getattr(target, attr)
+        except AttributeError as exc:
+            raise HookError(f"{label}: cannot import {path!r}: {exc}") from exc
+        return target
+    raise HookError(f"{label}: cannot import {path!r}: {error}")
+
+
+def _check_signature(hook: Callable[..., Any], label: str) -> None:
+    try:
+        signature = inspect.signature(hook)
+    except (TypeError, ValueError):  # builtins and C callables without a signature
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        raise HookError(
+            f"{label}: {hook_label(hook)}{signature} cannot be called as hook(request, response)"
+        ) from None

@@ -1,0 +1,168 @@
+"""User and Campaign validation: every bad input names its field."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from moesif_users_middleware import Campaign, User, ValidationError
+from moesif_users_middleware.models import normalize_user
+
+REFERENCE_USER: dict[str, Any] = {
+    "user_id": "12345",
+    "company_id": "67890",
+    "session_token": "XXXXXXXXXX",
+    "campaign": {
+        "utm_source": "google",
+        "utm_medium": "cpc",
+        "utm_campaign": "adwords",
+        "utm_term": "api+tooling",
+        "utm_content": "landing",
+    },
+    "metadata": {
+        "email": "john@acmeinc.com",
+        "first_name": "John",
+        "last_name": "Doe",
+        "title": "Software Engineer",
+        "sales_info": {
+            "stage": "Customer",
+            "lifetime_value": 24000,
+            "account_owner": "mary@contoso.com",
+        },
+    },
+}
+
+
+class Unserializable:
+    pass
+
+
+BAD_USERS: list[tuple[str, Any, str]] = [
+    ("missing user_id", {}, "user_id"),
+    ("None user_id", {"user_id": None}, "user_id"),
+    ("int user_id", {"user_id": 12345}, "user_id"),
+    ("empty user_id", {"user_id": ""}, "user_id"),
+    ("blank user_id", {"user_id": "   "}, "user_id"),
+    ("huge user_id", {"user_id": "x" * 5000}, "user_id"),
+    ("int company_id", {"user_id": "u", "company_id": 7}, "company_id"),
+    ("list session_token", {"user_id": "u", "session_token": ["a"]}, "session_token"),
+    ("bytes ip_address", {"user_id": "u", "ip_address": b"1.2.3.4"}, "ip_address"),
+    ("int user agent", {"user_id": "u", "user_agent_string": 5}, "user_agent_string"),
+    ("list metadata", {"user_id": "u", "metadata": [1, 2]}, "metadata"),
+    ("str metadata", {"user_id": "u", "metadata": "{}"}, "metadata"),
+    ("object in metadata", {"user_id": "u", "metadata": {"a": Unserializable()}}, "metadata.a"),
+    ("nested set", {"user_id": "u", "metadata": {"a": {"b": {1, 2}}}}, "metadata.a.b"),
+    ("NaN in metadata", {"user_id": "u", "metadata": {"score": float("nan")}}, "metadata.score"),
+    ("inf in list", {"user_id": "u", "metadata": {"l": [1, float("inf")]}}, "metadata.l[1]"),
+    ("non-str key", {"user_id": "u", "metadata": {1: "a"}}, "metadata"),
+    ("list campaign", {"user_id": "u", "campaign": ["google"]}, "campaign"),
+    ("unknown campaign key", {"user_id": "u", "campaign": {"utm_foo": "x"}}, "campaign.utm_foo"),
+    ("int campaign value", {"user_id": "u", "campaign": {"utm_source": 1}}, "campaign.utm_source"),
+    ("bad timestamp", {"user_id": "u", "modified_time": "yesterday"}, "modified_time"),
+    ("int timestamp", {"user_id": "u", "modified_time": 1700000000}, "modified_time"),
+    ("unknown field", {"user_id": "u", "email": "a@b.c"}, "email"),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "field"), [(d, f) for _, d, f in BAD_USERS], ids=[i for i, _, _ in BAD_USERS]
+)
+def test_invalid_user_names_the_field(data: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        normalize_user(data)
+    assert info.value.field == field
+    assert str(info.value).startswith(field)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("data", "field"), [(d, f) for _, d, f in BAD_USERS], ids=[i for i, _, _ in BAD_USERS]
+)
+def test_user_from_dict_rejects_the_same_inputs(data: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        User.from_dict(data)
+    assert info.value.field == field
+
+
+def test_non_object_user() -> None:
+    with pytest.raises(ValidationError) as info:
+        normalize_user(["12345"])
+    assert info.value.field == "user"
+
+
+def test_reference_user_round_trips_exactly() -> None:
+    user = User.from_dict(REFERENCE_USER)
+    assert user.to_dict() == REFERENCE_USER
+    assert normalize_user(REFERENCE_USER) == REFERENCE_USER
+    assert normalize_user(user) == REFERENCE_USER
+    assert isinstance(user.campaign, Campaign)
+    assert user.campaign.utm_source == "google"
+
+
+def test_to_dict_omits_unset_fields_and_nones() -> None:
+    assert User("42").to_dict() == {"user_id": "42"}
+    assert normalize_user({"user_id": "42", "company_id": None, "metadata": None}) == {
+        "user_id": "42"
+    }
+
+
+def test_empty_campaign_is_omitted() -> None:
+    assert User("42", campaign=Campaign()).to_dict() == {"user_id": "42"}
+    assert normalize_user({"user_id": "42", "campaign": {"utm_source": None}}) == {"user_id": "42"}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc), "2024-05-01T12:30:00.000Z"),
+        (datetime(2024, 5, 1, 12, 30), "2024-05-01T12:30:00.000Z"),
+        (
+            datetime(2024, 5, 1, 14, 30, tzinfo=timezone(timedelta(hours=2))),
+            "2024-05-01T12:30:00.000Z",
+        ),
+        ("2024-05-01T12:30:00Z", "2024-05-01T12:30:00.000Z"),
+        ("2024-05-01T12:30:00.123456+00:00", "2024-05-01T12:30:00.123Z"),
+        ("2024-05-01", "2024-05-01T00:00:00.000Z"),
+    ],
+)
+def test_modified_time_accepts_datetime_and_iso_strings(value: Any, expected: str) -> None:
+    assert User("u", modified_time=value).to_dict()["modified_time"] == expected
+
+
+def test_campaign_validation() -> None:
+    assert Campaign.from_dict({"gclid": "abc"}).to_dict() == {"gclid": "abc"}
+    with pytest.raises(ValidationError) as info:
+        Campaign(utm_source=3)  # type: ignore[arg-type]
+    assert info.value.field == "campaign.utm_source"
+    with pytest.raises(ValidationError) as info:
+        Campaign.from_dict({"source": "x"})
+    assert info.value.field == "campaign.source"
+
+
+def test_user_is_immutable_and_input_untouched() -> None:
+    data = {"user_id": "u", "metadata": {"a": {"b": 1}}}
+    user = User.from_dict(data)
+    out = user.to_dict()
+    out["metadata"] = {}
+    assert user.to_dict()["metadata"] == {"a": {"b": 1}}
+    assert data == {"user_id": "u", "metadata": {"a": {"b": 1}}}
+    with pytest.raises(AttributeError):
+        user.user_id = "v"  # type: ignore[misc]
+
+
+def test_repr_shows_no_metadata_or_token() -> None:
+    text = repr(User("u", session_token="secret-token", metadata={"email": "a@b.c"}))
+    assert "secret-token" not in text
+    assert "a@b.c" not in text
+
+
+def test_deep_metadata_is_rejected_not_recursion_error() -> None:
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(100):
+        node["x"] = {}
+        node = node["x"]
+    with pytest.raises(ValidationError):
+        normalize_user({"user_id": "u", "metadata": deep})
