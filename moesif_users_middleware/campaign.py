@@ -36,11 +36,14 @@ MAX_VALUE_LENGTH = 256
 MAX_REFERRER_LENGTH = 1024
 
 _QUERY_KEYS = frozenset(CAMPAIGN_QUERY_KEYS)
-# host[.][:port] or [ipv6][:port], already lower-cased; group 1 or 2 is the hostname.
-_HOST_PORT = re.compile(
-    r"([a-z0-9_-]+(?:\.[a-z0-9_-]+)*)\.?(?::[0-9]*)?|\[([0-9a-f:.]+)\](?::[0-9]*)?",
-    re.ASCII,
-)
+# Browsers end a URL's authority at / ? # or a backslash.
+_AUTHORITY_END = re.compile(r"[/?#\\]")
+_HOSTNAME = re.compile(r"[a-z0-9._-]+", re.ASCII)
+_IPV6 = re.compile(r"[0-9a-f:.]+", re.ASCII)
+# Hosts repeat (the site's own Host header, popular referrers): cache their parse.
+_HOST_CACHE: dict[str, str | None] = {}
+_HOST_CACHE_SIZE = 1024
+_MAX_HOST_LENGTH = 300
 
 
 def extract_campaign(
@@ -54,60 +57,95 @@ def extract_campaign(
     ``referrer``, ``referring_domain``.
     """
     try:
-        campaign: dict[str, str] = {}
+        campaign = None
         if query_string and ("utm_" in query_string or "gclid" in query_string):
-            _parse_query(query_string, campaign)
+            campaign = _parse_query(query_string)
         if referer:
             domain = _referring_domain(referer, host)
             if domain is not None:
+                if campaign is None:
+                    campaign = {}
                 campaign["referrer"] = referer.strip()[:MAX_REFERRER_LENGTH]
                 campaign["referring_domain"] = domain
-        return campaign or None
+        return campaign
     except Exception:
         return None
 
 
-def _parse_query(query_string: str, campaign: dict[str, str]) -> None:
-    # Same pairs as parse_qsl(keep_blank_values=False), but values are decoded
-    # only for the keys we keep.
+def _parse_query(query_string: str) -> dict[str, str] | None:
+    # The pairs of parse_qsl(keep_blank_values=False), but only kept keys are decoded.
+    campaign: dict[str, str] = {}
     for part in query_string.split("&"):
         key, _, value = part.partition("=")
-        if not value:
-            continue
-        if "%" in key or "+" in key:
+        if key not in _QUERY_KEYS:
+            if "%" not in key:  # a "+" would decode to a space, which no kept key has
+                continue
             key = unquote_plus(key)
-        if key not in _QUERY_KEYS or key in campaign:
+            if key not in _QUERY_KEYS:
+                continue
+        if not value or key in campaign:
             continue
-        text = unquote_plus(value).strip()
-        if len(text) > MAX_VALUE_LENGTH:
-            text = text[:MAX_VALUE_LENGTH].rstrip()
-        if text:
-            campaign[key] = text
+        if "%" in value:
+            value = unquote_plus(value)
+        elif "+" in value:
+            value = value.replace("+", " ")
+        value = value.strip()
+        if len(value) > MAX_VALUE_LENGTH:
+            value = value[:MAX_VALUE_LENGTH].rstrip()
+        if value:
+            campaign[key] = value
+    return campaign or None
 
 
 def _referring_domain(referer: str, host: str | None) -> str | None:
     """The Referer's hostname if it is an absolute http(s) URL of another site."""
-    url = referer.strip()
-    scheme = url[:8].lower()
-    if scheme.startswith("https://"):
-        rest = url[8:]
-    elif scheme.startswith("http://"):
-        rest = url[7:]
+    url = referer.lstrip()
+    if url.startswith("https://") or url[:8].lower() == "https://":
+        start = 8
+    elif url.startswith("http://") or url[:7].lower() == "http://":
+        start = 7
     else:
         return None
-    end = len(rest)
-    for delimiter in "/?#\\":  # browsers end the authority at a backslash too
-        index = rest.find(delimiter, 0, end)
-        if index >= 0:
-            end = index
-    hostname = _hostname(rest[:end].rpartition("@")[2])
-    if hostname is None or (host and hostname == _hostname(host)):
+    end = _AUTHORITY_END.search(url, start)
+    authority = url[start : end.start()] if end else url[start:]
+    hostname = _hostname(authority.rpartition("@")[2])
+    if hostname is None or (host and (host == hostname or _hostname(host) == hostname)):
         return None
     return hostname
 
 
 def _hostname(host_port: str) -> str | None:
-    match = _HOST_PORT.fullmatch(host_port.strip().lower())
-    if match is None:
+    """The lower-case hostname of ``host[:port]`` or ``[ipv6][:port]``; None if invalid."""
+    hostname = _HOST_CACHE.get(host_port, "")
+    if hostname == "":
+        hostname = _parse_hostname(host_port)
+        if len(host_port) <= _MAX_HOST_LENGTH:
+            # Lock-free: dict operations are atomic, a lost insert only costs a parse.
+            if len(_HOST_CACHE) >= _HOST_CACHE_SIZE:
+                _HOST_CACHE.clear()
+            _HOST_CACHE[host_port] = hostname
+    return hostname
+
+
+def _parse_hostname(host_port: str) -> str | None:
+    text = host_port.strip()
+    if not text.isascii():  # before lower(), which turns e.g. the Kelvin sign into "k"
         return None
-    return match.group(1) or match.group(2)
+    text = text.lower()
+    if text.startswith("["):
+        name, bracket, port = text[1:].partition("]")
+        if not bracket or not _IPV6.fullmatch(name):
+            return None
+        if port and port[0] != ":":
+            return None
+        port = port[1:]
+    else:
+        name, _, port = text.partition(":")
+        if not _HOSTNAME.fullmatch(name):
+            return None
+        name = name.rstrip(".")
+        if not name or name.startswith(".") or ".." in name:
+            return None
+    if port and not (port.isdigit() and port.isascii()):
+        return None
+    return name

@@ -35,6 +35,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, TypeVar
 
@@ -58,13 +59,16 @@ _DEFAULT_CACHE_SIZE = 4096
 _MAX_CACHED_KEY_LEN = 512
 _MAPPED_V4 = ipaddress.IPv6Network("::ffff:0:0/96")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+", re.ASCII)
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}", re.ASCII)
 _PORT = re.compile(r"[0-9]{1,5}|_[A-Za-z0-9._-]+", re.ASCII)
 # One Forwarded token: a run of quoted strings and other characters, or a separator.
 _FORWARDED_TOKEN = re.compile(r'(?:"(?:[^"\\]|\\.)*"?|[^",;])+|[,;]', re.DOTALL)
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 
-_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+# A parsed address: (normalized text, IP version, integer value).
+_Address = tuple[str, int, int]
 # (network, mask) integer pairs: cheaper than ``address in network``.
 _Ranges = tuple[tuple[int, int], ...]
 # A hop's verdict: (normalized address or None, trusted, obfuscated identifier).
@@ -153,15 +157,14 @@ class ClientIpResolver:
             return False
 
     def _peer_verdict(self, peer: object) -> _PeerVerdict:
-        if isinstance(peer, str):
-            address, _ = _parse_node(peer)
-        else:
-            address = None
+        if peer is not None and not isinstance(peer, str):
+            return (None, False)  # an adapter bug, not a Unix socket: trust nothing
+        address = None if peer is None else _parse_node(peer)[0]
         if address is None:
             verdict: _PeerVerdict = (None, self._trust_unix)
         else:
-            verdict = (str(address), self._contains(address))
-        if peer is None or (isinstance(peer, str) and len(peer) <= _MAX_CACHED_KEY_LEN):
+            verdict = (address[0], self._contains(address))
+        if peer is None or len(peer) <= _MAX_CACHED_KEY_LEN:
             _store(self._peer_cache, peer, verdict, self._cache_size)
         return verdict
 
@@ -172,15 +175,17 @@ class ClientIpResolver:
             if address is None:
                 verdict = (None, False, obfuscated)
             else:
-                verdict = (str(address), self._contains(address), False)
+                verdict = (address[0], self._contains(address), False)
             if len(text) <= _MAX_CACHED_KEY_LEN:
                 _store(self._hop_cache, text, verdict, self._cache_size)
         return verdict
 
     def _contains(self, address: _Address) -> bool:
-        value = int(address)
-        ranges = self._v4 if address.version == 4 else self._v6
-        return any(value & mask == network for network, mask in ranges)
+        _, version, value = address
+        for network, mask in self._v4 if version == 4 else self._v6:
+            if value & mask == network:
+                return True
+        return False
 
     def _walk(
         self, name: str, value: str, peer: str | None
@@ -236,17 +241,23 @@ def _parse_node(text: str) -> tuple[_Address | None, bool]:
             return None, False
     else:
         host = node
-    if host.startswith("_") or host.lower() == "unknown":
+    if host.startswith("_") or (len(host) == 7 and host.lower() == "unknown"):
         return None, True
-    if "%" in host and ":" in host:
+    if ":" not in host:
+        # Dotted quad exactly as ipaddress accepts it (no leading zeros), ~2x faster.
+        if _IPV4.fullmatch(host) is None:
+            return None, False
+        return (host, 4, int.from_bytes(socket.inet_aton(host), "big")), False
+    if "%" in host:
         host = host[: host.index("%")]
     try:
-        address = ipaddress.ip_address(host)
+        ipv6 = ipaddress.IPv6Address(host)
     except ValueError:
         return None, False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped, False
-    return address, False
+    mapped = ipv6.ipv4_mapped
+    if mapped is not None:
+        return (str(mapped), 4, int(mapped)), False
+    return (str(ipv6), 6, int(ipv6)), False
 
 
 def _forwarded_for(value: str) -> list[str]:
