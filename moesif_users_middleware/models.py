@@ -47,6 +47,7 @@ USER_FIELDS: tuple[str, ...] = (
     "metadata",
 )
 _STRING_FIELDS: tuple[str, ...] = ("company_id", "session_token", "ip_address", "user_agent_string")
+_STRING_FIELD_SET = frozenset(_STRING_FIELDS)
 _CAMPAIGN_FIELD_SET = frozenset(CAMPAIGN_FIELDS)
 _USER_FIELD_SET = frozenset(USER_FIELDS)
 MAX_ID_LENGTH = 1024
@@ -78,11 +79,61 @@ def parse_timestamp(value: object, field: str = "modified_time") -> str:
         raise ValidationError(field, f"must be a datetime or ISO-8601 string, not {_kind(value)}")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        moment = moment.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        raise ValidationError(field, "out of the representable range") from None
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def check_json_value(value: object, field: str, depth: int = 0) -> None:
     """Raise ``ValidationError`` unless ``value`` is plain, finite JSON (str keys only)."""
+    if _is_plain_json(value, depth):
+        return
+    _check_json_value(value, field, depth)
+
+
+def _is_plain_json(value: object, depth: int) -> bool:
+    """Fast path: ``True`` only for exact dict/list/str/int/bool/None/finite float trees.
+
+    It builds no field paths; anything else (subclasses, tuples, Mappings, errors) gets
+    ``False`` and :func:`_check_json_value` gives the exact verdict and message.
+    """
+    kind = type(value)
+    if kind is dict:
+        if depth >= MAX_METADATA_DEPTH:
+            return False
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                return False
+            item_kind = type(item)
+            if item_kind is str or item_kind is int or item_kind is bool or item is None:
+                continue
+            if item_kind is float:
+                if item - item != 0.0:  # NaN or infinity
+                    return False
+            elif not _is_plain_json(item, depth + 1):
+                return False
+        return True
+    if kind is list:
+        if depth >= MAX_METADATA_DEPTH:
+            return False
+        for item in value:  # type: ignore[attr-defined]
+            item_kind = type(item)
+            if item_kind is str or item_kind is int or item_kind is bool or item is None:
+                continue
+            if item_kind is float:
+                if item - item != 0.0:
+                    return False
+            elif not _is_plain_json(item, depth + 1):
+                return False
+        return True
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    return kind is float and value - value == 0.0  # type: ignore[operator]
+
+
+def _check_json_value(value: object, field: str, depth: int = 0) -> None:
     kind = type(value)
     if kind is str or kind is bool or kind is int or value is None:
         return
@@ -96,11 +147,11 @@ def check_json_value(value: object, field: str, depth: int = 0) -> None:
         for key, item in value.items():
             if type(key) is not str:
                 raise ValidationError(field, f"keys must be strings, not {_kind(key)}")
-            check_json_value(item, f"{field}.{key}", depth + 1)
+            _check_json_value(item, f"{field}.{key}", depth + 1)
         return
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            check_json_value(item, f"{field}[{index}]", depth + 1)
+            _check_json_value(item, f"{field}[{index}]", depth + 1)
         return
     if isinstance(value, (str, int, float)):  # subclasses (enums, numpy-free str/int types)
         return
@@ -111,6 +162,15 @@ def normalize_campaign(value: object, field: str = "campaign") -> dict[str, str]
     """Validate a campaign (``Campaign``, dict or ``None``) into its wire dict."""
     if value is None:
         return None
+    if type(value) is dict:
+        fast: dict[str, str] = {}
+        for key, item in value.items():
+            if type(item) is str and key in _CAMPAIGN_FIELD_SET:
+                fast[key] = item
+            elif item is not None or key not in _CAMPAIGN_FIELD_SET:
+                break  # unusual input: the general path below names the problem
+        else:
+            return fast or None
     if isinstance(value, Campaign):
         return value.to_dict() or None
     if not isinstance(value, Mapping):
@@ -136,10 +196,11 @@ def normalize_user(value: object, field: str = "user") -> dict[str, Any]:
     ``field`` prefixes nothing for top-level fields; it names the argument in the error
     for non-object input.
     """
-    if isinstance(value, User):
-        return value.to_dict()
-    if not isinstance(value, Mapping):
-        raise ValidationError(field, f"must be a User or an object, not {_kind(value)}")
+    if type(value) is not dict:
+        if isinstance(value, User):
+            return value.to_dict()
+        if not isinstance(value, Mapping):
+            raise ValidationError(field, f"must be a User or an object, not {_kind(value)}")
     user_id = value.get("user_id")
     if type(user_id) is not str:
         if user_id is None:
@@ -153,15 +214,20 @@ def normalize_user(value: object, field: str = "user") -> dict[str, Any]:
     for key, item in value.items():
         if key == "user_id" or item is None:
             continue
-        if key in _STRING_FIELDS:
+        if key in _STRING_FIELD_SET:
             if type(item) is not str:
                 raise ValidationError(key, f"must be a string, not {_kind(item)}")
             out[key] = item
         elif key == "metadata":
+            if type(item) is dict:
+                if not _is_plain_json(item, 0):
+                    _check_json_value(item, "metadata")
+                out["metadata"] = item
+                continue
             if not isinstance(item, Mapping):
                 raise ValidationError("metadata", f"must be an object, not {_kind(item)}")
             check_json_value(item, "metadata")
-            out["metadata"] = item if type(item) is dict else dict(item)
+            out["metadata"] = dict(item)
         elif key == "campaign":
             campaign = normalize_campaign(item)
             if campaign:

@@ -17,9 +17,8 @@ from starlette.requests import ClientDisconnect, Request
 from ..models import ValidationError, normalize_user
 from .errors import ClientError
 
-__all__ = ["parse_json", "read_body", "validate_users"]
+__all__ = ["parse_json", "parse_users", "read_body"]
 
-# JSON escapes that may decode to a lone surrogate, which UTF-8 (and SQLite) cannot hold.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
@@ -32,7 +31,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     """
     gzipped = _is_gzip(request.headers.getlist("content-encoding"))
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and (len(declared) > 19 or int(declared) > limit):
         _too_large(limit)
     gunzip = _Gunzip(limit) if gzipped else None
     parts: list[bytes] = []
@@ -51,31 +50,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return gunzip.finish() if gunzip is not None else b"".join(parts)
 
 
-def parse_json(body: bytes) -> Any:
-    """Strict JSON: UTF-8 only, no NaN/Infinity; duplicate keys keep the last value."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ClientError(
-            400, "invalid body", f"body is not valid UTF-8 (byte {exc.start})"
-        ) from None
-    if not text.strip():
-        raise ClientError(400, "invalid JSON", "empty body")
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
-        raise ClientError(400, "invalid JSON", "nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, integers with too many digits
-        raise ClientError(400, "invalid JSON", str(exc)) from None
-
-
-def validate_users(payload: Any, *, batch: bool, raw_text_hint: bytes = b"") -> list[dict[str, Any]]:
-    """Normalize one user (``batch=False``) or an array of users into wire dicts.
+def parse_users(body: bytes, *, batch: bool) -> list[dict[str, Any]]:
+    """Parse and normalize one user (``batch=False``) or an array of users into wire dicts.
 
     An invalid user rejects the whole payload: 400 naming the field (and, for a
-    batch, the index). ``raw_text_hint`` is the body; when it contains escapes that
-    may decode to lone surrogates every string is checked for UTF-8 encodability.
+    batch, the index).
     """
+    text = _decode(body)
+    payload = parse_json(text)
     if batch:
         if not isinstance(payload, list):
             raise ClientError(400, "invalid body", "expected a JSON array of user objects")
@@ -84,7 +66,8 @@ def validate_users(payload: Any, *, batch: bool, raw_text_hint: bytes = b"") -> 
         if not isinstance(payload, dict):
             raise ClientError(400, "invalid body", "expected a JSON object (one user)")
         items = [payload]
-    check_text = _SURROGATE_ESCAPE.search(raw_text_hint.decode("utf-8", "replace")) is not None
+    # Only escapes like \ud800 can produce strings that UTF-8 (and SQLite) cannot hold.
+    check_text = _SURROGATE_ESCAPE.search(text) is not None
     users: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         try:
@@ -97,6 +80,27 @@ def validate_users(payload: Any, *, batch: bool, raw_text_hint: bytes = b"") -> 
             _invalid_user(index if batch else None, "user", str(exc) or type(exc).__name__)
         users.append(user)
     return users
+
+
+def parse_json(text: str) -> Any:
+    """Strict JSON: no NaN/Infinity; duplicate keys keep the last value."""
+    if not text.strip():
+        raise ClientError(400, "invalid JSON", "empty body")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ClientError(400, "invalid JSON", "nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, integers with too many digits
+        raise ClientError(400, "invalid JSON", str(exc)) from None
+
+
+def _decode(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ClientError(
+            400, "invalid body", f"body is not valid UTF-8 (byte {exc.start})"
+        ) from None
 
 
 def _invalid_user(index: int | None, field: str, message: str) -> NoReturn:
@@ -128,15 +132,11 @@ def _reject_constant(name: str) -> NoReturn:
 
 
 def _too_large(limit: int) -> NoReturn:
-    raise ClientError(
-        413, "payload too large", f"request body exceeds {limit} bytes", limit=limit
-    )
+    raise ClientError(413, "payload too large", f"request body exceeds {limit} bytes", limit=limit)
 
 
 def _is_gzip(values: list[str]) -> bool:
-    codings = [
-        coding.strip().lower() for value in values for coding in value.split(",")
-    ]
+    codings = [coding.strip().lower() for value in values for coding in value.split(",")]
     codings = [coding for coding in codings if coding not in ("", "identity")]
     if not codings:
         return False

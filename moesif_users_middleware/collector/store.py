@@ -23,6 +23,17 @@ __all__ = ["PARTITION_KEY_LENGTH", "Stats", "Store", "merge_profile", "partition
 
 PARTITION_KEY_LENGTH = 16
 _SELECT_CHUNK = 500  # well under SQLite's bound-parameter limit
+_PROFILE_ORDER = (
+    "user_id",
+    "company_id",
+    "session_tokens",
+    "modified_time",
+    "created_time",
+    "ip_address",
+    "user_agent_string",
+    "campaign",
+    "metadata",
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -59,7 +70,7 @@ def merge_profile(
     tokens: list[str] = merged["session_tokens"]
     if token is not None and token not in tokens:
         merged["session_tokens"] = [*tokens, token]
-    return merged
+    return {key: merged[key] for key in _PROFILE_ORDER if key in merged}
 
 
 @dataclass
@@ -88,18 +99,18 @@ class Store:
 
     def apply(self, partition: str, updates: Sequence[Mapping[str, Any]], now: str) -> None:
         """Merge validated updates into their profiles, in order, in one transaction."""
+        ids = list(dict.fromkeys(update["user_id"] for update in updates))
         with self._lock:
-            ids = list(dict.fromkeys(update["user_id"] for update in updates))
-            profiles = self._load(partition, ids)
-            for update in updates:
-                user_id = update["user_id"]
-                profiles[user_id] = merge_profile(profiles.get(user_id), update, now)
-            rows = [
-                (partition, user_id, _dumps(profiles[user_id])) for user_id in ids
-            ]
             conn = self._conn
+            # The write lock is taken before reading, so another process sharing the
+            # file cannot slip an update in between.
             conn.execute("BEGIN IMMEDIATE")
             try:
+                profiles = self._load(partition, ids)
+                for update in updates:
+                    user_id = update["user_id"]
+                    profiles[user_id] = merge_profile(profiles.get(user_id), update, now)
+                rows = [(partition, user_id, _dumps(profiles[user_id])) for user_id in ids]
                 conn.executemany(
                     "INSERT OR REPLACE INTO users (partition, user_id, profile) VALUES (?, ?, ?)",
                     rows,
@@ -142,9 +153,7 @@ class Store:
             ).fetchone()
         return None if row is None else _loads(row[0])
 
-    def list_users(
-        self, partition: str, *, limit: int, offset: int = 0
-    ) -> list[dict[str, Any]]:
+    def list_users(self, partition: str, *, limit: int, offset: int = 0) -> list[dict[str, Any]]:
         """Profiles of one partition ordered by user id."""
         with self._lock:
             rows = self._conn.execute(

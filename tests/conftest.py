@@ -1,0 +1,54 @@
+"""Shared fixtures: the local collector over real loopback HTTP, fresh application ids."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from servers import CollectorHandle, ServerThread
+
+from moesif_users_middleware.collector import create_app
+
+
+@pytest.fixture(scope="session")
+def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorHandle]:
+    """One collector for the whole session; isolate tests with the ``app_id`` fixture."""
+    app = create_app(tmp_path_factory.mktemp("collector") / "users.db")
+    server = ServerThread(app).start()
+    handle = CollectorHandle(server)
+    yield handle
+    handle.close()
+    server.stop()
+    app.state.store.close()
+
+
+@pytest.fixture
+def app_id() -> str:
+    """A fresh application id: its own partition in the shared collector."""
+    return "test-app-" + uuid.uuid4().hex
+
+
+@pytest.fixture
+def fresh_collector(tmp_path: Path) -> Iterator[Callable[..., ServerThread]]:
+    """``start_collector(db_path=None, port=0, *, max_body_bytes=None) -> ServerThread``.
+
+    Starts a private collector (stopped at test end); reuse ``db_path`` and ``port`` to
+    restart one after an outage. ``server.app.state.store`` is its store.
+    """
+    started: list[ServerThread] = []
+
+    def start_collector(
+        db_path: str | Path | None = None, port: int = 0, *, max_body_bytes: int | None = None
+    ) -> ServerThread:
+        path = db_path if db_path is not None else tmp_path / f"collector-{len(started)}.db"
+        options = {} if max_body_bytes is None else {"max_body_bytes": max_body_bytes}
+        server = ServerThread(create_app(path, **options), port=port)
+        started.append(server)
+        return server.start()
+
+    yield start_collector
+    for server in started:
+        server.stop()
+        server.app.state.store.close()
