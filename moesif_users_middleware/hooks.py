@@ -20,7 +20,9 @@ __all__ = [
     "COUNTER_NAMES",
     "LOG_INTERVAL",
     "Hook",
+    "HookError",
     "capture_stats",
+    "count",
     "hook_label",
     "is_async_hook",
     "report",
@@ -44,6 +46,7 @@ COUNTER_NAMES: tuple[str, ...] = (
 _lock = threading.Lock()
 _counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
 _last_logged: dict[tuple[str, str], float] = {}
+_clock = time.monotonic  # replaced in tests
 
 
 def count(name: str) -> None:
@@ -63,7 +66,7 @@ def report(counter: str, hook: str, kind: str, detail: str, secret: str = "") ->
 
     ``secret`` (the application id) is scrubbed from ``detail`` before logging.
     """
-    now = time.monotonic()
+    now = _clock()
     key = (hook, kind)
     with _lock:
         _counters[counter] += 1
@@ -80,12 +83,6 @@ def report(counter: str, hook: str, kind: str, detail: str, secret: str = "") ->
         kind,
         int(LOG_INTERVAL),
     )
-
-
-def _reset_capture_stats_for_tests() -> None:
-    with _lock:
-        _counters.update(dict.fromkeys(COUNTER_NAMES, 0))
-        _last_logged.clear()
 
 
 def hook_label(hook: object) -> str:
@@ -118,7 +115,7 @@ def resolve_hook(value: object, label: str) -> Hook | None:
             f"{label} must be a callable or a dotted path string, not {type(value).__name__}"
         )
     _check_signature(value, label)
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 class HookError(ValueError):

@@ -1,0 +1,388 @@
+"""Sender benchmarks: hot-path cost vs Segment, coalescing, memory under outage, end to end.
+
+    python benchmarks/bench_sender.py [hot|coalesce|memory|e2e|all] [options]
+
+- ``hot``: median us per ``queue_user`` call with the reference's example user, side by
+  side (alternating rounds, one process) with ``segment-analytics-python``'s
+  ``Client.identify``. Segment runs with its defaults and ``host=`` pointed at a loopback
+  sink answering 200 (so its consumer thread really uploads); it is also shown with
+  ``send=False`` (message built and validated, never queued) as its lower bound.
+- ``coalesce``: 1,000,000 updates (each different) over 1,000 users into a loopback sink;
+  records and POSTs per flush window (POST bursts separated by > 0.5 s).
+- ``memory``: in a subprocess, 1,000,000 distinct users queued with the API down
+  (nothing listening) and default options; peak RSS growth (``ru_maxrss``) and the drop
+  count.
+- ``e2e``: 100,000 distinct users queued then flushed to the local collector (started
+  with ``moesif_users_middleware.collector.serve`` in a subprocess); wall time until
+  ``flush`` returns and what the collector stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from moesif_users_middleware.sender import _reset_senders_for_tests, get_sender  # noqa: E402
+
+REFERENCE_USER: dict[str, Any] = {
+    "user_id": "12345",
+    "company_id": "67890",
+    "session_token": "XXXXXXXXXX",
+    "campaign": {
+        "utm_source": "google",
+        "utm_medium": "cpc",
+        "utm_campaign": "adwords",
+        "utm_term": "api+tooling",
+        "utm_content": "landing",
+    },
+    "metadata": {
+        "email": "john@acmeinc.com",
+        "first_name": "John",
+        "last_name": "Doe",
+        "title": "Software Engineer",
+        "sales_info": {
+            "stage": "Customer",
+            "lifetime_value": 24000,
+            "account_owner": "mary@contoso.com",
+        },
+    },
+}
+
+
+# ---------------------------------------------------------------------- the sink
+
+
+class Sink:
+    """Loopback HTTP sink: answers 200 to every POST, logs (time, records) per POST."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[float, int]] = []
+        self.lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                try:
+                    payload = json.loads(body)
+                    count = len(payload) if isinstance(payload, list) else 1
+                except ValueError:
+                    count = 0
+                with sink.lock:
+                    sink.posts.append((time.monotonic(), count))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# ------------------------------------------------------------------ hot path
+
+
+def bench_hot(rounds: int, calls: int) -> None:
+    from segment.analytics import Client as SegmentClient
+
+    logging.getLogger("segment").setLevel(logging.CRITICAL)
+    sink = Sink()
+    sender = get_sender("bench-" + uuid.uuid4().hex, sink.url)
+    distinct = get_sender("bench-" + uuid.uuid4().hex, sink.url, max_queue_size=10_000_000)
+    segment = SegmentClient("write-key", host=sink.url, max_queue_size=10_000_000)
+    segment_nosend = SegmentClient("write-key", host=sink.url, send=False)
+    user = REFERENCE_USER
+    traits = user["metadata"]
+    context = {"campaign": user["campaign"], "groupId": user["company_id"]}
+    distinct_users = [{**user, "user_id": f"user-{i}"} for i in range((rounds + 1) * calls)]
+    offset = [0]
+
+    def ours_same() -> None:
+        queue_user = sender.queue_user
+        for _ in range(calls):
+            queue_user(user)
+
+    def ours_distinct() -> None:
+        queue_user = distinct.queue_user
+        start = offset[0]
+        offset[0] += calls
+        for item in distinct_users[start : start + calls]:
+            queue_user(item)
+
+    def segment_identify() -> None:
+        identify = segment.identify
+        for _ in range(calls):
+            identify("12345", dict(traits), context=dict(context))
+
+    def segment_identify_nosend() -> None:
+        identify = segment_nosend.identify
+        for _ in range(calls):
+            identify("12345", dict(traits), context=dict(context))
+
+    cases = {
+        "moesif queue_user (reference user, repeated)": ours_same,
+        "moesif queue_user (distinct users)": ours_distinct,
+        "segment identify (send=True, loopback sink)": segment_identify,
+        "segment identify (send=False, no queue)": segment_identify_nosend,
+    }
+    timings: dict[str, list[float]] = {name: [] for name in cases}
+    for case in cases.values():  # warm-up
+        case()
+    for _ in range(rounds):
+        for name, case in cases.items():
+            started = time.perf_counter()
+            case()
+            timings[name].append((time.perf_counter() - started) / calls * 1e6)
+    medians = {name: statistics.median(values) for name, values in timings.items()}
+    print(f"hot path: {rounds} alternating rounds x {calls:,} calls, median us per call")
+    for name, value in medians.items():
+        spread = f"min {min(timings[name]):.2f}, max {max(timings[name]):.2f}"
+        print(f"  {name:48s} {value:7.2f} us  ({spread})")
+    ours = medians["moesif queue_user (reference user, repeated)"]
+    theirs = medians["segment identify (send=True, loopback sink)"]
+    print(f"  speed-up vs segment identify (send=True):  {theirs / ours:.1f}x")
+    print(
+        "  speed-up of distinct users vs segment:     "
+        f"{theirs / medians['moesif queue_user (distinct users)']:.1f}x"
+    )
+    segment.shutdown()
+    _reset_senders_for_tests()
+    sink.stop()
+
+
+# ------------------------------------------------------------------ coalescing
+
+
+def bench_coalesce(updates: int, users: int) -> None:
+    sink = Sink()
+    sender = get_sender("bench-" + uuid.uuid4().hex, sink.url)
+    base = REFERENCE_USER
+    started = time.perf_counter()
+    queue_user = sender.queue_user
+    for i in range(updates):
+        queue_user(
+            {
+                "user_id": f"user-{i % users}",
+                "company_id": base["company_id"],
+                "ip_address": f"10.0.{i % 250}.{i % 199}",
+                "metadata": {"email": base["metadata"]["email"], "requests": i},
+            }
+        )
+    queued = time.perf_counter() - started
+    delivered = sender.flush(timeout=60)
+    stats = sender.stats()
+    _reset_senders_for_tests()
+    sink.stop()
+    windows: list[list[int]] = []
+    last = -1e9
+    for moment, count in sink.posts:
+        if moment - last > 0.5:
+            windows.append([])
+        windows[-1].append(count)
+        last = moment
+    print(f"coalescing: {updates:,} updates over {users:,} users (flush_interval 2 s, defaults)")
+    print(f"  queueing took {queued:.2f} s ({queued / updates * 1e6:.2f} us per update)")
+    print(
+        f"  flush windows: {len(windows)}; records per window max "
+        f"{max(sum(w) for w in windows):,}; POSTs per window max {max(len(w) for w in windows)}"
+    )
+    print(
+        f"  total: {sum(c for _, c in sink.posts):,} records in {len(sink.posts)} POSTs; "
+        f"delivered={delivered}; coalesced={stats['coalesced']:,}"
+    )
+
+
+# -------------------------------------------------------------------- memory
+
+
+MEMORY_SCRIPT = """
+import gc, json, resource, sys, time
+from moesif_users_middleware.sender import get_sender
+
+users = int(sys.argv[2])
+sender = get_sender("bench-memory", sys.argv[1])
+template = json.loads(sys.argv[3])
+gc.collect()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.perf_counter()
+accepted = 0
+for i in range(users):
+    user = dict(template)
+    user["user_id"] = f"user-{i}"
+    accepted += sender.queue_user(user)
+elapsed = time.perf_counter() - started
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+stats = sender.stats()
+print(json.dumps({"before_kb": before, "after_kb": after, "accepted": accepted,
+                  "elapsed": elapsed, "stats": stats, "pending": sender.pending}))
+import os
+os._exit(0)  # skip the exit flush against the dead API
+"""
+
+
+def bench_memory(users: int) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(MEMORY_SCRIPT),
+            url,
+            str(users),
+            json.dumps(REFERENCE_USER),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    stats = report["stats"]
+    growth_mb = (report["after_kb"] - report["before_kb"]) / 1024
+    print(f"memory: {users:,} distinct users queued with the API down (defaults)")
+    print(
+        f"  peak RSS growth: {growth_mb:.1f} MB (ru_maxrss {report['before_kb'] / 1024:.1f} -> "
+        f"{report['after_kb'] / 1024:.1f} MB)"
+    )
+    print(
+        f"  accepted {report['accepted']:,}, dropped {stats['dropped']:,} "
+        f"(accepted + dropped = {report['accepted'] + stats['dropped']:,}); "
+        f"pending {report['pending']:,}; {report['elapsed'] / users * 1e6:.2f} us per call"
+    )
+
+
+# ------------------------------------------------------------------- end to end
+
+
+def start_collector(db_path: Path, port: int) -> subprocess.Popen[bytes]:
+    code = (
+        "from moesif_users_middleware.collector import serve; "
+        f"serve('127.0.0.1', {port}, {str(db_path)!r})"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-c", code], env=env)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/v1/_stats", timeout=1)
+            return process
+        except httpx.TransportError:
+            if process.poll() is not None:
+                raise RuntimeError("collector exited during startup") from None
+            time.sleep(0.05)
+    process.terminate()
+    raise RuntimeError("collector did not start")
+
+
+def bench_e2e(users: int, batch_size: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        process = start_collector(Path(tmp) / "bench.db", port)
+        url = f"http://127.0.0.1:{port}"
+        app_id = "bench-" + uuid.uuid4().hex
+        try:
+            sender = get_sender(app_id, url, max_queue_size=users, batch_size=batch_size)
+            started = time.perf_counter()
+            for i in range(users):
+                sender.queue_user(
+                    {
+                        **REFERENCE_USER,
+                        "user_id": f"user-{i:07d}",
+                        "session_token": f"tok-{i}",
+                        "metadata": {**REFERENCE_USER["metadata"], "email": f"u{i}@acme.com"},
+                    }
+                )
+            queued = time.perf_counter() - started
+            delivered = sender.flush(timeout=300)
+            elapsed = time.perf_counter() - started
+            stats = sender.stats()
+            _reset_senders_for_tests()
+            stored = httpx.get(
+                f"{url}/v1/_stats", headers={"X-Moesif-Application-Id": app_id}, timeout=30
+            ).json()
+        finally:
+            process.terminate()
+            process.wait(10)
+    print(
+        f"end to end: {users:,} distinct users -> local collector "
+        f"(batch_size {batch_size}, max_queue_size {users:,})"
+    )
+    print(
+        f"  queued in {queued:.2f} s; delivered={delivered} after {elapsed:.2f} s "
+        f"({users / elapsed:,.0f} users/s)"
+    )
+    print(
+        f"  collector stored {stored['users']:,} users from {stored['records']:,} records "
+        f"in {stored['requests']:,} POSTs; sender sent {stats['sent']:,}, "
+        f"retries {stats['retries']}, failed {stats['failed']}, dropped {stats['dropped']}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "which", nargs="?", default="all", choices=["hot", "coalesce", "memory", "e2e", "all"]
+    )
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--updates", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=1_000)
+    parser.add_argument("--memory-users", type=int, default=1_000_000)
+    parser.add_argument("--e2e-users", type=int, default=100_000)
+    parser.add_argument("--batch-size", type=int, default=100)
+    args = parser.parse_args()
+    if args.which in ("hot", "all"):
+        bench_hot(args.rounds, args.calls)
+    if args.which in ("coalesce", "all"):
+        bench_coalesce(args.updates, args.users)
+    if args.which in ("memory", "all"):
+        bench_memory(args.memory_users)
+    if args.which in ("e2e", "all"):
+        bench_e2e(args.e2e_users, args.batch_size)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,10 @@
+"""The accounts app: companies, member profiles and API tokens."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class AccountsConfig(AppConfig):
+    name = "accounts"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,413 @@
+"""``moesif-users send FILE|-``: argument parsing, resume decisions and the summary.
+
+``configure_parser`` adds the arguments, ``run`` executes them and returns the exit
+status (see :attr:`Summary.exit_status`; 2 for usage, configuration or malformed-input
+errors found before anything was sent). The Django ``moesif_users_backfill`` command
+reuses :func:`add_sending_arguments` and :func:`execute`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from ..config import ConfigurationError, resolve_application_id, resolve_base_url
+from ..transport import UsersClient
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from .progress import make_progress
+from .readers import FORMATS, MalformedInputError, open_reader
+from .rejects import RejectsFile
+from .runner import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_RETRY_TIMEOUT,
+    Backfill,
+    BackfillOptions,
+    RecordSource,
+    Summary,
+)
+
+__all__ = ["Output", "add_sending_arguments", "configure_parser", "execute", "run"]
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class Output(Protocol):
+    """Where the summary goes: a text stream (or Django's ``OutputWrapper``)."""
+
+    def write(self, text: str, /) -> Any: ...
+
+    def flush(self) -> Any: ...
+
+
+_PROG = "moesif-users send"
+
+
+_EPILOG = """\
+input:
+  JSON        one user object, an array of them (streamed), or several in a row
+  JSON Lines  one user object per line (.jsonl, .ndjson); blank lines are skipped
+  CSV         a header row naming the fields: user_id, company_id, session_token,
+              modified_time, ip_address, user_agent_string, campaign.<field>,
+              metadata.<key>[.<key>...]; empty cells are absent; cells are
+              strings unless the column is typed: metadata.age:int, :float,
+              :number, :bool, :json (a metadata or campaign column: JSON object)
+
+resuming:
+  The checkpoint (default FILE.checkpoint) is rewritten after every batch the
+  API confirmed; running the same command again continues after the last
+  confirmed record, without sending it twice. Invalid records go to the rejects
+  file (default FILE.rejects.jsonl): one JSON line each with the line number,
+  the field at fault, the message and the record.
+
+exit status:
+  0    every record delivered
+  1    some records invalid or refused by the API (see the rejects file)
+  2    usage error, configuration error or malformed input
+  3    stopped: API unreachable past --retry-timeout, or refusing the
+       application id (resumable)
+  130  interrupted (resumable)
+"""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``send`` and the Django command share."""
+    parser.add_argument(
+        "--application-id",
+        help="Moesif application id (default: $MOESIF_APPLICATION_ID)",
+    )
+    parser.add_argument(
+        "--base-url",
+        help="API base URL (default: $MOESIF_BASE_URL, else https://api.moesif.net)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"users per request (default {DEFAULT_BATCH_SIZE})",
+    )
+    parser.add_argument(
+        "--max-batch-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_BATCH_BYTES,
+        help=f"JSON bytes per request before gzip (default {DEFAULT_MAX_BATCH_BYTES})",
+    )
+    parser.add_argument(
+        "--max-rate",
+        type=_positive_float,
+        help="at most this many users per second (default: as fast as the API answers)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate and count; send nothing, write no checkpoint",
+    )
+    parser.add_argument(
+        "--resume-from",
+        type=_non_negative_int,
+        metavar="N",
+        help="skip the first N records (overrides the checkpoint)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="checkpoint file, read to resume and rewritten after every batch",
+    )
+    parser.add_argument(
+        "--no-checkpoint", action="store_true", help="neither read nor write a checkpoint"
+    )
+    parser.add_argument(
+        "--restart", action="store_true", help="ignore an existing checkpoint: start over"
+    )
+    parser.add_argument(
+        "--rejects", metavar="PATH", help="where invalid and refused records are written"
+    )
+    parser.add_argument(
+        "--retry-timeout",
+        type=float,
+        default=DEFAULT_RETRY_TIMEOUT,
+        metavar="SECONDS",
+        help="give up on a batch (and stop, resumable) after retrying this long "
+        f"(default {DEFAULT_RETRY_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"per request (default {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument("--no-gzip", action="store_true", help="send uncompressed bodies")
+    parser.add_argument(
+        "--progress",
+        choices=["auto", "bar", "log", "none"],
+        default="auto",
+        help="a bar on a terminal, periodic lines otherwise (default auto)",
+    )
+    parser.add_argument(
+        "--progress-interval",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds between progress lines when not on a terminal (default 10)",
+    )
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the ``send`` arguments to ``parser``."""
+    parser.description = (
+        "Send user profiles from a JSON (object or array), JSON Lines or CSV file to "
+        "POST /v1/users/batch: validated, batched, retried, checkpointed. Invalid records "
+        "go to a rejects file (line, field, message) and the run goes on."
+    )
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = _EPILOG
+    parser.add_argument("file", metavar="FILE", help="input file, or - for stdin")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="input format (default: from the extension; sniffed for stdin)",
+    )
+    add_sending_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``moesif-users send`` with parsed ``args``; returns the exit status."""
+    path: str = args.file
+    try:
+        reader = open_reader(path, args.format)
+    except (OSError, MalformedInputError) as exc:
+        return _error(_describe_error(exc, path))
+    with reader:
+        if path == "-":
+            source_id, default_checkpoint, stem = "<stdin>", None, "stdin"
+            info = None
+        else:
+            source_id = os.path.abspath(path)
+            default_checkpoint = f"{path}.checkpoint"
+            stem = path
+            info = os.stat(path) if os.path.isfile(path) else None
+        fingerprint = (info.st_size, info.st_mtime_ns) if info is not None else None
+        return execute(
+            reader,
+            args,
+            source_id=source_id,
+            default_checkpoint=default_checkpoint,
+            default_rejects=f"{stem}.rejects.jsonl",
+            key_name="line",
+            fingerprint=fingerprint,
+        )
+
+
+def execute(
+    source: RecordSource,
+    args: argparse.Namespace,
+    *,
+    source_id: str,
+    default_checkpoint: str | None,
+    default_rejects: str,
+    key_name: str,
+    fingerprint: tuple[int, int] | None = None,
+    stdout: Output | None = None,
+    stderr: TextIO | None = None,
+    prog: str = _PROG,
+) -> int:
+    """Run a backfill of ``source`` as the parsed sending options ask; returns the exit status."""
+    out: Output = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    dry_run: bool = args.dry_run
+    try:
+        options = BackfillOptions(
+            batch_size=args.batch_size,
+            max_batch_bytes=args.max_batch_bytes,
+            dry_run=dry_run,
+            max_rate=args.max_rate,
+            retry_timeout=args.retry_timeout,
+            gzip=not args.no_gzip,
+        )
+        base_url = resolve_base_url(args.base_url)
+        application_id = None if dry_run else resolve_application_id(args.application_id)
+    except (ValueError, ConfigurationError) as exc:
+        return _error(str(exc), err, prog)
+
+    checkpoint_path: Path | None = None
+    if not (dry_run or args.no_checkpoint):
+        chosen = args.checkpoint or default_checkpoint
+        checkpoint_path = Path(chosen) if chosen else None
+    rejects_path = Path(
+        args.rejects
+        or (
+            default_rejects.replace(".rejects.", ".dry-run.rejects.")
+            if dry_run
+            else default_rejects
+        )
+    )
+    size, mtime = fingerprint if fingerprint is not None else (None, None)
+    state = Checkpoint(source_id, source_size=size, source_mtime_ns=mtime)
+    resume_offset: int | None = None
+    if args.resume_from is not None:
+        state.position = args.resume_from
+        resume_offset = _size(rejects_path)  # keep what earlier runs rejected
+    elif checkpoint_path is not None and not args.restart:
+        try:
+            saved = load_checkpoint(checkpoint_path)
+        except CheckpointError as exc:
+            return _error(str(exc), err, prog)
+        if saved is not None:
+            if saved.source != source_id:
+                return _error(
+                    f"checkpoint {checkpoint_path} was written for {saved.source}, not "
+                    f"{source_id}; pass another --checkpoint or --restart",
+                    err,
+                    prog,
+                )
+            changed = fingerprint is not None and (
+                (saved.source_size, saved.source_mtime_ns) != fingerprint
+            )
+            if saved.complete and not changed:
+                out.write(
+                    f"Nothing to do: all {saved.position:,} records of {source_id} were "
+                    f"settled by an earlier run (checkpoint {checkpoint_path}); pass "
+                    "--restart to send them again.\n"
+                )
+                return 0
+            if changed:
+                err.write(
+                    f"{prog}: note: {source_id} changed since checkpoint {checkpoint_path} "
+                    f"was written; resuming after its first {saved.position:,} records "
+                    "(--restart sends everything again)\n"
+                )
+            state = saved
+            state.source_size, state.source_mtime_ns = size, mtime
+            state.complete = False
+            resume_offset = saved.rejects_offset
+
+    progress = make_progress(args.progress, err, label="users", interval=args.progress_interval)
+    client = None
+    if not dry_run:
+        client = UsersClient(application_id, base_url, timeout=args.timeout, gzip=False)
+    try:
+        rejects = RejectsFile(rejects_path, key_name=key_name, resume_offset=resume_offset)
+        backfill = Backfill(
+            source,
+            client=client,
+            rejects=rejects,
+            state=state,
+            checkpoint_path=checkpoint_path,
+            options=options,
+            progress=progress,
+        )
+        if state.position:
+            err.write(f"{prog}: resuming after record {state.position:,}\n")
+        with _graceful_stop(backfill.stop):
+            summary = backfill.run()
+    finally:
+        if client is not None:
+            client.close()
+    out.write(format_summary(summary, rejects_path, checkpoint_path, base_url))
+    out.flush()
+    return summary.exit_status
+
+
+def format_summary(summary: Summary, rejects: Path, checkpoint: Path | None, base_url: str) -> str:
+    """The human-readable end-of-run report."""
+    rate = summary.sent / summary.elapsed if summary.elapsed > 0 else 0.0
+    verb = "valid (dry run, nothing sent)" if summary.dry_run else "sent"
+    lines = [
+        f"{summary.source}" + ("" if summary.dry_run else f" -> {base_url}"),
+        f"  {verb}: {summary.sent:,} users"
+        + ("" if summary.dry_run else f" in {summary.batches:,} requests")
+        + f", {summary.elapsed:.1f} s ({rate:,.0f} users/s)",
+        f"  invalid: {summary.invalid:,}" + (f" (see {rejects})" if summary.invalid else ""),
+        f"  failed:  {summary.failed:,}"
+        + (f" (refused users are in {rejects})" if summary.failed and summary.complete else ""),
+    ]
+    if summary.retries:
+        lines.append(f"  retries: {summary.retries:,}")
+    if summary.skipped:
+        lines.append(f"  resumed after record {summary.skipped:,} (settled by earlier runs)")
+    if summary.total_sent != summary.sent and not summary.dry_run:
+        lines.append(
+            f"  all runs: {summary.total_sent:,} sent, {summary.total_invalid:,} invalid, "
+            f"{summary.total_failed:,} failed"
+        )
+    again = f"Run the same command again to resume after record {summary.position:,}" + (
+        f" (checkpoint {checkpoint})."
+        if checkpoint is not None
+        else f" (pass --resume-from {summary.position})."
+    )
+    if summary.malformed is not None:
+        lines.append(f"  STOPPED, malformed input: {summary.malformed}")
+        lines.append(f"  Records before it were settled. Fix the input, then: {again}")
+    if summary.stopped is not None:
+        lines.append(f"  STOPPED: {summary.stopped}")
+        lines.append(f"  {again}")
+    if summary.interrupted:
+        lines.append(f"  INTERRUPTED. {again}")
+    return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def _graceful_stop(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGINT/SIGTERM stop the run gracefully; a second SIGINT interrupts at once."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _describe_error(exc: Exception, path: str) -> str:
+    if isinstance(exc, OSError):
+        return f"cannot read {path}: {exc.strerror or exc}"
+    return str(exc)
+
+
+def _error(message: str, stream: TextIO | None = None, prog: str = _PROG) -> int:
+    (stream if stream is not None else sys.stderr).write(f"{prog}: error: {message}\n")
+    return 2

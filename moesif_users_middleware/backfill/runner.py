@@ -1,0 +1,534 @@
+"""The backfill pipeline: validate -> batch -> send with retries -> checkpoint.
+
+The calling thread reads records, validates them (``normalize_user``), serializes and
+gzips the next batch while one sender thread posts the previous one over a single
+reused connection (a queue of two batches in between bounds memory). The sender thread
+is the only writer of the rejects file and the checkpoint, and it settles batches in
+input order, so the checkpoint always describes a prefix of the input:
+
+- a batch answered 2xx advances the checkpoint past its last record (and past the
+  invalid records read before it);
+- 408/429/5xx and network errors are retried (exponential backoff with full jitter,
+  ``Retry-After`` honoured up to a cap) until ``retry_timeout`` runs out -- then the run
+  stops, the checkpoint stays at the last confirmed batch, and a rerun resumes there;
+- 413 splits the batch; 400/422 drops the user the API names (``index``) or, without
+  one, bisects down to the single refused user, which goes to the rejects file;
+- any other 4xx (401, 403, 404, ...) stops the run: retrying cannot fix credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..models import ValidationError, normalize_user
+from ..retry import DEFAULT_RETRY, RetryPolicy, is_retryable_status
+from ..sender_options import SenderOptions
+from ..transport import (
+    BATCH_PATH,
+    GZIP_LEVEL,
+    ApiError,
+    RawResponse,
+    TransportError,
+    UsersClient,
+)
+from .checkpoint import Checkpoint, save_checkpoint
+from .progress import NullProgress, Progress
+from .readers import Item, MalformedInputError, Skipped, Unparsed
+from .rejects import RejectsFile
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_MAX_BATCH_BYTES",
+    "DEFAULT_RETRY_TIMEOUT",
+    "Backfill",
+    "BackfillOptions",
+    "RecordSource",
+    "Summary",
+]
+
+DEFAULT_BATCH_SIZE = 1000
+DEFAULT_MAX_BATCH_BYTES = SenderOptions.max_batch_bytes  # the sender's: 1 MiB
+DEFAULT_RETRY_TIMEOUT = 60.0
+_QUEUE_BATCHES = 2
+_MAX_REJECTS_PER_BATCH = 1000  # bounds memory when a long stretch of input is invalid
+_MAX_ITEMS_PER_BATCH = 10_000  # settles (and checkpoints) long stretches of skipped items
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+class RecordSource(Protocol):
+    """What the pipeline reads: a file reader or the Django user source."""
+
+    name: str
+
+    def records(self, skip: int, cursor: Any) -> Iterator[Item]:
+        """Items after the first ``skip`` records (or after ``cursor``, if the source can)."""
+        ...
+
+    def estimated_total(self, done: int) -> int | None:
+        """Records in the whole input, if known."""
+        ...
+
+    def raw_record(self, raw: Any) -> Any:
+        """The rejects-file form of an item's ``raw``."""
+        ...
+
+
+@dataclass(frozen=True)
+class BackfillOptions:
+    """How to batch and send (see ``moesif-users send --help``)."""
+
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    dry_run: bool = False
+    max_rate: float | None = None  # records per second
+    retry_timeout: float = DEFAULT_RETRY_TIMEOUT  # per batch, including waits
+    gzip: bool = True
+    retry: RetryPolicy = DEFAULT_RETRY  # the sender's backoff; its deadline is retry_timeout
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if self.max_batch_bytes < 1024:
+            raise ValueError("max_batch_bytes must be at least 1024")
+        if self.max_rate is not None and self.max_rate <= 0:
+            raise ValueError("max_rate must be positive")
+        if self.retry_timeout < 0:
+            raise ValueError("retry_timeout must not be negative")
+
+
+@dataclass
+class Summary:
+    """The outcome of one run; counts are for this run unless named ``total_*``."""
+
+    source: str
+    dry_run: bool
+    skipped: int = 0  # records settled by earlier runs and skipped
+    read: int = 0  # records read by this run
+    sent: int = 0  # users the API confirmed (dry run: valid users)
+    invalid: int = 0  # rejected before sending (rejects file)
+    failed: int = 0  # refused by the API, or not delivered after retries
+    batches: int = 0
+    retries: int = 0
+    elapsed: float = 0.0
+    position: int = 0  # records settled in total: where a rerun resumes
+    total_sent: int = 0
+    total_invalid: int = 0
+    total_failed: int = 0
+    stopped: str | None = None  # why sending stopped before the end of the input
+    malformed: str | None = None  # the input broke off here (records before it settled)
+    interrupted: bool = False
+
+    @property
+    def complete(self) -> bool:
+        """Whether the whole input was settled."""
+        return self.stopped is None and self.malformed is None and not self.interrupted
+
+    @property
+    def exit_status(self) -> int:
+        """0 all delivered; 1 invalid or refused users; 2 malformed input; 3 sending
+        stopped (API unreachable past the retry budget, or refusing the credentials);
+        130 interrupted."""
+        if self.interrupted:
+            return 130
+        if self.stopped is not None:
+            return 3
+        if self.malformed is not None:
+            return 2
+        return 1 if self.invalid or self.failed else 0
+
+
+@dataclass
+class _Batch:
+    end: int  # position after this batch's last record
+    cursor: Any  # key of the last record read
+    keys: list[Any]
+    parts: list[bytes]
+    rejects: list[tuple[Any, str | None, str, Any]]
+    final: bool = False  # the end of the input: the run is complete once this settles
+    body: bytes = b""
+    encoding: str | None = None
+
+
+class _Stop(Exception):
+    """The sender must stop: the reason is the message."""
+
+
+class Backfill:
+    """One backfill run over ``source``; call :meth:`run` once, :meth:`stop` from anywhere."""
+
+    def __init__(
+        self,
+        source: RecordSource,
+        *,
+        client: UsersClient | None,
+        rejects: RejectsFile,
+        state: Checkpoint,
+        checkpoint_path: Path | None = None,
+        options: BackfillOptions | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.source = source
+        self.client = client
+        self.rejects = rejects
+        self.state = state  # updated as batches settle; saved to checkpoint_path
+        self.checkpoint_path = checkpoint_path
+        self.options = options or BackfillOptions()
+        self.progress = progress or NullProgress()
+        if client is None and not self.options.dry_run:
+            raise ValueError("a client is required unless dry_run is set")
+        self.summary = Summary(source.name, self.options.dry_run)
+        self._stopping = threading.Event()  # stop reading; set by stop() or a failure
+        self._queue: queue.Queue[_Batch | None] = queue.Queue(_QUEUE_BATCHES)
+        self._sender_error: BaseException | None = None
+
+    def stop(self) -> None:
+        """Stop gracefully: no new batches; the one in flight settles; checkpoint kept."""
+        self.summary.interrupted = True
+        self._stopping.set()
+
+    def run(self) -> Summary:
+        """Process the source; returns the summary (never raises for bad records)."""
+        summary = self.summary
+        summary.skipped = self.state.position
+        started = time.monotonic()
+        self.progress.start(self.source.estimated_total(self.state.position), self.state.position)
+        sender = None
+        if not self.options.dry_run:
+            sender = threading.Thread(target=self._sender, name="moesif-backfill", daemon=True)
+            sender.start()
+        try:
+            self._read(self.source.records(self.state.position, self.state.cursor))
+        finally:
+            if sender is not None:
+                self._put(None, final=True)
+                sender.join()
+            summary.elapsed = time.monotonic() - started
+            self.rejects.close()
+            self.progress.finish()
+        if self._sender_error is not None:
+            raise self._sender_error
+        summary.position = self.state.position
+        summary.total_sent = self.state.sent
+        summary.total_invalid = self.state.invalid
+        summary.total_failed = self.state.failed
+        return summary
+
+    # -- reading (calling thread) -------------------------------------------------------
+
+    def _read(self, items: Iterable[Item]) -> None:
+        options = self.options
+        batch_size = options.batch_size
+        if options.max_rate is not None:  # at least one batch a second: smooth, not bursty
+            batch_size = min(batch_size, max(1, int(options.max_rate)))
+        max_bytes = options.max_batch_bytes - 2  # the brackets
+        position = self.state.position
+        keys: list[Any] = []
+        parts: list[bytes] = []
+        rejects: list[tuple[Any, str | None, str, Any]] = []
+        size = 0
+        key: Any = self.state.cursor
+        previous_key = key
+        sealed_at = position
+        pacer = _Pacer(options.max_rate)
+        stopping = self._stopping
+        normalize = normalize_user
+        encode = _ENCODE
+        finished = False
+        try:
+            for key, value, raw in items:
+                position += 1
+                if type(value) is Unparsed:
+                    rejects.append((key, value.field, value.message, raw))
+                elif value is Skipped:
+                    pass
+                else:
+                    try:
+                        data = encode(normalize(value)).encode()
+                    except ValidationError as exc:
+                        rejects.append((key, exc.field, exc.message, raw))
+                    except UnicodeEncodeError:
+                        field_name = _surrogate_field(value)
+                        message = "contains an unpaired UTF-16 surrogate"
+                        rejects.append((key, field_name, message, raw))
+                    except (TypeError, ValueError, RecursionError) as exc:
+                        rejects.append((key, None, str(exc) or type(exc).__name__, raw))
+                    else:
+                        if len(data) + 1 > max_bytes:
+                            message = (
+                                f"{len(data)} bytes as JSON, over the batch limit of "
+                                f"{options.max_batch_bytes} bytes"
+                            )
+                            rejects.append((key, None, message, raw))
+                        else:
+                            if size + len(data) + 1 > max_bytes:
+                                batch = _Batch(position - 1, previous_key, keys, parts, rejects)
+                                self._seal(batch, pacer)
+                                keys, parts, rejects, size = [], [], [], 0
+                                sealed_at = position - 1
+                            keys.append(key)
+                            parts.append(data)
+                            size += len(data) + 1
+                previous_key = key
+                if (
+                    len(parts) >= batch_size
+                    or len(rejects) >= _MAX_REJECTS_PER_BATCH
+                    or position - sealed_at >= _MAX_ITEMS_PER_BATCH
+                ):
+                    self._seal(_Batch(position, key, keys, parts, rejects), pacer)
+                    keys, parts, rejects, size = [], [], [], 0
+                    sealed_at = position
+                    if stopping.is_set():
+                        return
+            finished = True
+        except MalformedInputError as exc:
+            self.summary.malformed = str(exc)
+        finally:
+            # What was read settles too (on a malformed input: everything before the fault).
+            if not stopping.is_set():
+                final = _Batch(position, key, keys, parts, rejects, final=finished)
+                self._seal(final, pacer)
+
+    def _seal(self, batch: _Batch, pacer: _Pacer) -> None:
+        self.summary.read = batch.end - self.summary.skipped
+        if self.options.dry_run:
+            self._settle_dry(batch)
+            return
+        if batch.parts:
+            body = b"[" + b",".join(batch.parts) + b"]"
+            batch.body, batch.encoding = _compress(body) if self.options.gzip else (body, None)
+            pacer.wait(len(batch.parts), self._stopping)
+        self._put(batch)
+
+    def _put(self, batch: _Batch | None, *, final: bool = False) -> None:
+        while True:
+            if self._stopping.is_set():
+                if not final:
+                    return
+                self._drain()  # the sender skips them anyway
+            try:
+                self._queue.put(batch, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _drain(self) -> None:
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+
+    def _settle_dry(self, batch: _Batch) -> None:
+        for key, field_name, message, raw in batch.rejects:
+            self.rejects.write(key, field_name, message, self.source.raw_record(raw))
+        self.summary.sent += len(batch.parts)
+        self.summary.invalid += len(batch.rejects)
+        self.summary.batches += bool(batch.parts)
+        state = self.state
+        state.position = batch.end
+        state.sent += len(batch.parts)
+        state.invalid += len(batch.rejects)
+        state.complete = batch.final
+        self._report()
+
+    # -- sending (sender thread) ----------------------------------------------------------
+
+    def _sender(self) -> None:
+        try:
+            while True:
+                batch = self._queue.get()
+                if batch is None:
+                    break
+                if self._stopping.is_set():
+                    continue  # stopped (failure or interrupt): queued batches stay unsent
+                try:
+                    refused = self._deliver(batch) if batch.parts else []
+                except _Stop as exc:
+                    if not self.summary.interrupted:
+                        self.summary.stopped = str(exc)
+                        self.summary.failed += len(batch.parts)
+                        self._stopping.set()
+                        self._report()
+                    continue
+                self._settle(batch, refused)
+        except BaseException as exc:  # a bug: surface it in the calling thread
+            self._sender_error = exc
+            self._stopping.set()
+            self._drain()
+
+    def _settle(self, batch: _Batch, refused: list[tuple[int, str | None, str]]) -> None:
+        source = self.source
+        write = self.rejects.write
+        for key, field_name, message, raw in batch.rejects:
+            write(key, field_name, message, source.raw_record(raw))
+        for index, field_name, message in refused:
+            record = json.loads(batch.parts[index])
+            write(batch.keys[index], field_name, f"refused by the API: {message}", record)
+        summary = self.summary
+        delivered = len(batch.parts) - len(refused)
+        summary.sent += delivered
+        summary.invalid += len(batch.rejects)
+        summary.failed += len(refused)
+        state = self.state
+        state.position = batch.end
+        state.cursor = batch.cursor
+        state.sent += delivered
+        state.invalid += len(batch.rejects)
+        state.failed += len(refused)
+        state.complete = batch.final
+        state.rejects_offset = self.rejects.offset()
+        if self.checkpoint_path is not None:
+            save_checkpoint(self.checkpoint_path, state)
+        self._report()
+
+    def _report(self) -> None:
+        state = self.state
+        self.progress.update(
+            state.position,
+            self.source.estimated_total(state.position),
+            invalid=self.summary.invalid,
+            failed=self.summary.failed,
+        )
+
+    def _deliver(self, batch: _Batch) -> list[tuple[int, str | None, str]]:
+        """Send a batch; returns the users the API refused as (index, field, message)."""
+        refused: list[tuple[int, str | None, str]] = []
+        pending: list[list[int]] = []
+        response = self._post(batch.body, batch.encoding)
+        first = True
+        while True:
+            if not first:
+                if not pending:
+                    return refused
+                indices = pending.pop()
+                body = b"[" + b",".join(batch.parts[i] for i in indices) + b"]"
+                response = self._post(*(_compress(body) if self.options.gzip else (body, None)))
+            else:
+                indices = list(range(len(batch.parts)))
+                first = False
+            status = response.status_code
+            if 200 <= status < 300:
+                self.summary.batches += 1
+                continue
+            if status == 413:
+                if len(indices) == 1:
+                    refused.append((indices[0], None, "too large (413)"))
+                else:
+                    middle = len(indices) // 2
+                    pending += [indices[middle:], indices[:middle]]
+                continue
+            if status in (400, 422):
+                index, field_name, message = _refusal(response)
+                if index is not None and 0 <= index < len(indices):
+                    refused.append((indices[index], field_name, message))
+                    rest = indices[:index] + indices[index + 1 :]
+                    if rest:
+                        pending.append(rest)
+                elif len(indices) == 1:
+                    refused.append((indices[0], field_name, message))
+                else:
+                    middle = len(indices) // 2
+                    pending += [indices[middle:], indices[:middle]]
+                continue
+            raise _Stop(f"the API refused the batch: {response.error()}")
+
+    def _post(self, body: bytes, encoding: str | None) -> RawResponse:
+        """POST with retries until 2xx, a non-retryable answer, or the retry budget ends."""
+        assert self.client is not None
+        policy = self.options.retry
+        deadline = time.monotonic() + self.options.retry_timeout
+        attempt = 0
+        while True:
+            error: ApiError
+            try:
+                response = self.client.post_body(BATCH_PATH, body, encoding)
+            except TransportError as exc:
+                error = exc
+            else:
+                if response.status_code < 300 or not is_retryable_status(response.status_code):
+                    return response
+                error = response.error()
+            wait = (
+                policy.backoff(attempt)
+                if error.retry_after is None
+                else policy.retry_after(error.retry_after)
+            )
+            attempt += 1
+            if time.monotonic() + wait > deadline:
+                raise _Stop(f"not delivered after {attempt} attempt(s): {error}")
+            self.summary.retries += 1
+            if self._stopping.wait(wait):  # only an interrupt sets it while we send
+                raise _Stop(f"interrupted while retrying: {error}")
+
+
+class _Pacer:
+    """Holds batches back so that records go out at no more than ``rate`` per second."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self.sent = 0
+        self.started = time.monotonic()
+
+    def wait(self, count: int, stop: threading.Event) -> None:
+        if self.rate is None:
+            return
+        due = self.started + self.sent / self.rate
+        self.sent += count
+        delay = due - time.monotonic()
+        if delay > 0:
+            stop.wait(delay)
+
+
+def _compress(body: bytes) -> tuple[bytes, str]:
+    packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+    return packer.compress(body) + packer.flush(), "gzip"
+
+
+def _refusal(response: RawResponse) -> tuple[int | None, str | None, str]:
+    """``(index, field, message)`` from a 400 body such as the collector's."""
+    try:
+        data = json.loads(response.text)
+    except ValueError:
+        return None, None, f"{response.status_code} {response.text[:300]}".strip()
+    if not isinstance(data, Mapping):
+        return None, None, f"{response.status_code} {response.text[:300]}"
+    index = data.get("index")
+    field_name = data.get("field")
+    message = data.get("message") or data.get("error") or str(response.status_code)
+    return (
+        index if type(index) is int else None,
+        field_name if isinstance(field_name, str) else None,
+        str(message),
+    )
+
+
+def _surrogate_field(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string holding a lone surrogate, if any."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return path or None
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            name = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and _surrogate_field(key) is not None:
+                return name
+            found = _surrogate_field(item, name)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _surrogate_field(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None

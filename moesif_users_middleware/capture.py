@@ -1,0 +1,620 @@
+"""Turn one finished request into one queued user update (framework-neutral).
+
+Order: ``skip`` -> user id (``identify_user``, or the defaults) -> ``identify_company``
+-> session token -> ``get_metadata`` -> campaign -> client IP -> user agent -> the
+sender. A request without a user id records nothing. Nothing here raises into the
+request: a hook that raises or returns the wrong type is counted and logged at most
+once a minute (see :mod:`.hooks`), and only its field is lost (for ``identify_user``,
+the whole update; a failing ``skip`` hook does not skip). A hook that is not configured
+leaves its field to the default: the framework's user, the ``Authorization`` Bearer
+token or ``X-Api-Key``, the utm/Referer campaign.
+
+Values are coerced where the intent is clear (an ``int`` or ``UUID`` id becomes a
+string, an empty string means "none"); ``bool`` is never an id. Oversize values are
+dropped (ids, tokens, metadata over :data:`MAX_METADATA_LENGTH` serialized) or cut
+(the user agent), and counted as ``invalid``.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import json
+import math
+from collections.abc import Mapping
+from typing import Any, Final, Literal
+from uuid import UUID
+
+from .campaign import extract_campaign
+from .client_ip import ClientIpResolver
+from .config import HOOK_OPTIONS, CaptureConfig
+from .hooks import Hook, capture_stats, count, hook_label, is_async_hook, report
+from .models import (
+    MAX_ID_LENGTH,
+    MAX_METADATA_DEPTH,
+    Campaign,
+    ValidationError,
+    normalize_campaign,
+)
+from .request_view import RequestView
+from .sender import Sender, get_sender
+from .session_token import MAX_TOKEN_LENGTH, bearer_token, jwt_claim, token_from_authorization
+
+__all__ = [
+    "MAX_CAMPAIGN_VALUE_LENGTH",
+    "MAX_METADATA_LENGTH",
+    "Capture",
+    "capture_stats",
+    "user_id_from_object",
+]
+
+# Metadata longer than this many characters as compact JSON is dropped.
+MAX_METADATA_LENGTH = 64 * 1024
+MAX_CAMPAIGN_VALUE_LENGTH = 2048
+_CAMPAIGN_CACHE_SIZE = 512
+_MAX_CACHED_CAMPAIGN_KEY = 1024
+
+
+class _Marker(enum.Enum):
+    FAILED = 0  # the hook failed (distinct from a legitimate ``None``)
+    UNSET = 1  # the hook is not configured: use the default
+
+
+FAILED: Final = _Marker.FAILED
+UNSET: Final = _Marker.UNSET
+_FailedType = Literal[_Marker.FAILED]
+_BIG_INT = 10**24  # smaller integers serialize in under 26 characters
+# Hook results that are certainly not awaitable (checked before the costlier test).
+_PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+class Capture:
+    """The capture pipeline of one adapter, built once from a :class:`CaptureConfig`.
+
+    Thread-safe and free of per-request state: one instance serves every request.
+    """
+
+    def __init__(self, config: CaptureConfig) -> None:
+        self.config = config
+        self._enabled = config.enabled
+        self._secret = config.application_id
+        self._sender: Sender | None = None
+        self._resolver = ClientIpResolver(config.trusted_proxies, config.client_ip_headers)
+        self._skip = config.skip
+        self._identify_user = config.identify_user
+        self._identify_company = config.identify_company
+        self._get_session_token = config.get_session_token
+        self._get_metadata = config.get_metadata
+        self._get_campaign = config.get_campaign
+        self._token_headers = config.session_token_headers
+        self._jwt_claim = config.jwt_user_id_claim
+        self._capture_campaign = config.capture_campaign
+        self._max_ua = config.max_user_agent_length
+        # (query, referer, host) -> default campaign; the dicts are shared, never mutated.
+        self._campaigns: dict[tuple[str, str | None, str | None], dict[str, str] | None] = {}
+        hooks = {name: getattr(config, name) for name in HOOK_OPTIONS}
+        self._labels = {
+            name: f"{name} hook ({hook_label(hook)})"
+            for name, hook in hooks.items()
+            if hook is not None
+        }
+        self._has_async_hooks = any(
+            hook is not None and is_async_hook(hook) for hook in hooks.values()
+        )
+
+    @property
+    def sender(self) -> Sender:
+        """The shared sender for this configuration's application id and base URL."""
+        sender = self._sender
+        if sender is None:
+            config = self.config
+            sender = self._sender = get_sender(
+                application_id=config.application_id,
+                base_url=config.base_url,
+                **config.sender_options,
+            )
+        return sender
+
+    @property
+    def has_async_hooks(self) -> bool:
+        """Whether any hook is an ``async def`` (it then needs :meth:`acapture`)."""
+        return self._has_async_hooks
+
+    # -- the two entry points ----------------------------------------------------------
+
+    def capture(self, view: RequestView) -> bool:
+        """Run the pipeline for one finished request; True if an update was queued.
+
+        Never raises. An ``async def`` hook cannot run here: its coroutine is closed and
+        counted as a hook error.
+        """
+        if not self._enabled:
+            return False
+        try:
+            return self._capture(view)
+        except Exception as exc:
+            self._internal_error(exc)
+            return False
+
+    async def acapture(self, view: RequestView) -> bool:
+        """Like :meth:`capture`, awaiting hooks that return awaitables. Never raises."""
+        if not self._enabled:
+            return False
+        try:
+            return await self._acapture(view)
+        except Exception as exc:
+            self._internal_error(exc)
+            return False
+
+    def _capture(self, view: RequestView) -> bool:
+        request = view.request
+        response = view.response
+        call = self._call
+        hook = self._skip
+        if hook is not None and self._to_skip(call("skip", hook, request, response)):
+            count("skipped")
+            return False
+        hook = self._identify_user
+        user_id = self._user_id(
+            view, UNSET if hook is None else call("identify_user", hook, request, response)
+        )
+        if user_id is None:
+            return False
+        company, token, metadata, campaign = (
+            self._identify_company,
+            self._get_session_token,
+            self._get_metadata,
+            self._get_campaign,
+        )
+        return self._queue(
+            view,
+            user_id,
+            UNSET if company is None else call("identify_company", company, request, response),
+            UNSET if token is None else call("get_session_token", token, request, response),
+            UNSET if metadata is None else call("get_metadata", metadata, request, response),
+            UNSET if campaign is None else call("get_campaign", campaign, request, response),
+        )
+
+    async def _acapture(self, view: RequestView) -> bool:
+        request = view.request
+        response = view.response
+        call = self._acall
+        hook = self._skip
+        if hook is not None and self._to_skip(await call("skip", hook, request, response)):
+            count("skipped")
+            return False
+        hook = self._identify_user
+        user_id = self._user_id(
+            view, UNSET if hook is None else await call("identify_user", hook, request, response)
+        )
+        if user_id is None:
+            return False
+        company, token, metadata, campaign = (
+            self._identify_company,
+            self._get_session_token,
+            self._get_metadata,
+            self._get_campaign,
+        )
+        return self._queue(
+            view,
+            user_id,
+            UNSET
+            if company is None
+            else await call("identify_company", company, request, response),
+            UNSET if token is None else await call("get_session_token", token, request, response),
+            UNSET if metadata is None else await call("get_metadata", metadata, request, response),
+            UNSET if campaign is None else await call("get_campaign", campaign, request, response),
+        )
+
+    # -- calling hooks -------------------------------------------------------------------
+
+    def _call(self, name: str, hook: Hook, request: Any, response: Any) -> Any:
+        try:
+            return hook(request, response)
+        except Exception as exc:
+            self._hook_error(name, "raised", f"raised {_describe(exc)}")
+            return FAILED
+
+    async def _acall(self, name: str, hook: Hook, request: Any, response: Any) -> Any:
+        try:
+            result = hook(request, response)
+            if (
+                result is not None
+                and type(result) not in _PLAIN_SCALARS
+                and inspect.isawaitable(result)
+            ):
+                result = await result
+            return result
+        except Exception as exc:
+            self._hook_error(name, "raised", f"raised {_describe(exc)}")
+            return FAILED
+
+    def _hook_error(self, name: str, kind: str, detail: str) -> None:
+        report("hook_errors", self._labels.get(name, name), kind, detail, self._secret)
+
+    def _wrong_type(self, name: str, result: object, expected: str) -> _FailedType:
+        if inspect.iscoroutine(result):
+            result.close()  # no "never awaited" warning
+            self._hook_error(
+                name,
+                "coroutine",
+                "is async but the server is synchronous: its coroutine was discarded",
+            )
+        else:
+            self._hook_error(
+                name, "wrong type", f"returned {type(result).__name__}, expected {expected}"
+            )
+        return FAILED
+
+    def _invalid(self, what: str, kind: str, detail: str) -> None:
+        report("invalid", what, kind, detail, self._secret)
+
+    def _internal_error(self, exc: Exception) -> None:
+        report(
+            "internal_errors",
+            "capture",
+            "internal error",
+            f"failed: {_describe(exc)}",
+            self._secret,
+        )
+
+    # -- turning hook results into fields --------------------------------------------------
+
+    def _to_skip(self, result: object) -> bool:
+        if result is True or result is False or result is None:
+            return bool(result)
+        if result is FAILED:
+            return False  # a broken skip hook does not silence capture
+        if inspect.iscoroutine(result):
+            self._wrong_type("skip", result, "a bool")
+            return False
+        try:
+            return bool(result)
+        except Exception as exc:
+            self._hook_error(
+                "skip", "wrong type", f"returned an object whose truth raised {_describe(exc)}"
+            )
+            return False
+
+    def _user_id(self, view: RequestView, result: object) -> str | None:
+        """The user id from ``identify_user``'s result (or the defaults when unset)."""
+        user_id = (
+            self._default_user_id(view) if result is UNSET else self._to_id("identify_user", result)
+        )
+        if user_id is None:
+            count("anonymous")
+            return None
+        return None if user_id is FAILED else user_id
+
+    def _to_id(self, name: str, result: object) -> str | _FailedType | None:
+        if type(result) is str:
+            if len(result) <= MAX_ID_LENGTH:
+                return None if not result or result.isspace() else result
+        elif result is None or result is FAILED:
+            return result
+        else:
+            coerced = _coerce_id(result)
+            if coerced is None:
+                return self._wrong_type(name, result, "a string or None")
+            result = coerced
+            if len(result) <= MAX_ID_LENGTH:
+                return result or None
+        self._invalid(name, "oversize", f"returned an id longer than {MAX_ID_LENGTH} characters")
+        return FAILED
+
+    def _to_token(self, result: object) -> str | None:
+        if type(result) is not str:
+            if result is None or result is FAILED:
+                return None
+            coerced = _coerce_id(result)
+            if coerced is None:
+                self._wrong_type("get_session_token", result, "a string or None")
+                return None
+            result = coerced
+        return self._checked_token("get_session_token", result.strip())
+
+    def _checked_token(self, name: str, token: str | None) -> str | None:
+        if not token:
+            return None
+        if len(token) > MAX_TOKEN_LENGTH:
+            self._invalid(
+                name, "oversize", f"session token longer than {MAX_TOKEN_LENGTH} characters"
+            )
+            return None
+        return token
+
+    def _to_metadata(self, result: object) -> dict[str, Any] | None:
+        if result is None or result is FAILED:
+            return None
+        if not isinstance(result, Mapping):
+            self._wrong_type("get_metadata", result, "a dict or None")
+            return None
+        try:
+            metadata, bound = _json_object(result, 0)
+        except ValidationError as exc:
+            self._invalid("get_metadata", "not JSON", f"returned metadata that is not JSON: {exc}")
+            return None
+        if bound > MAX_METADATA_LENGTH:
+            # The estimate is generous; measure before dropping.
+            size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False))
+            if size > MAX_METADATA_LENGTH:
+                self._invalid(
+                    "get_metadata",
+                    "oversize",
+                    f"returned metadata of {size} characters as JSON "
+                    f"(limit {MAX_METADATA_LENGTH}): dropped",
+                )
+                return None
+        return metadata or None
+
+    def _to_campaign(self, result: object) -> dict[str, str] | None:
+        if result is None or result is FAILED:
+            return None
+        if not isinstance(result, (Mapping, Campaign)):
+            self._wrong_type("get_campaign", result, "a dict, a Campaign or None")
+            return None
+        try:
+            campaign = normalize_campaign(result)
+        except ValidationError as exc:
+            self._invalid(
+                "get_campaign", "invalid campaign", f"returned an invalid campaign: {exc}"
+            )
+            return None
+        if campaign:
+            for key, value in list(campaign.items()):
+                if len(value) > MAX_CAMPAIGN_VALUE_LENGTH:
+                    del campaign[key]
+                    self._invalid(
+                        "get_campaign",
+                        "oversize",
+                        f"campaign.{key} longer than {MAX_CAMPAIGN_VALUE_LENGTH} characters: dropped",
+                    )
+        return campaign or None
+
+    # -- defaults ------------------------------------------------------------------------
+
+    def _default_user_id(self, view: RequestView) -> str | _FailedType | None:
+        """The server's user, else the framework's user, else (opt-in) the JWT claim."""
+        user_id = view.user_id_default()
+        if user_id is None:
+            try:
+                user_id = user_id_from_object(view.auth_user())
+            except Exception as exc:  # the adapter's lazy user loader (e.g. a database error)
+                self._hook_error(
+                    "identify_user", "user loader", f"loading the user raised {_describe(exc)}"
+                )
+                return FAILED
+        if user_id is None and self._jwt_claim is not None:
+            authorization = view.header("authorization")
+            token = bearer_token(authorization) if authorization else None
+            if token is not None:
+                user_id = jwt_claim(token, self._jwt_claim)
+        if user_id is not None and len(user_id) > MAX_ID_LENGTH:
+            self._invalid(
+                "identify_user", "oversize", f"user id longer than {MAX_ID_LENGTH} characters"
+            )
+            return FAILED
+        return user_id
+
+    def _default_token(self, view: RequestView) -> str | None:
+        authorization = view.header("authorization")
+        if authorization:
+            token = token_from_authorization(authorization)
+            if token:
+                return self._checked_token("session token header", token)
+        for name in self._token_headers:
+            value = view.header(name)
+            if value:
+                token = (
+                    token_from_authorization(value) if name == "authorization" else value.strip()
+                )
+                if token:
+                    return self._checked_token("session token header", token)
+        return None
+
+    def _default_campaign(self, view: RequestView) -> dict[str, str] | None:
+        query = view.query_string
+        referer = view.header("referer")
+        if referer is None:
+            if not query or ("utm_" not in query and "gclid" not in query):
+                return None
+            key: tuple[str, str | None, str | None] = (query, None, None)
+        else:
+            key = (query, referer, view.header("host"))
+        # Landing pages see the same utm query (and referrers) from many visitors.
+        cache = self._campaigns
+        try:
+            return cache[key]
+        except KeyError:
+            pass
+        campaign = extract_campaign(*key)
+        if len(query) + len(referer or "") <= _MAX_CACHED_CAMPAIGN_KEY:
+            if len(cache) >= _CAMPAIGN_CACHE_SIZE:
+                cache.clear()
+            cache[key] = campaign
+        return campaign
+
+    # -- the update ----------------------------------------------------------------------
+
+    def _queue(
+        self,
+        view: RequestView,
+        user_id: str,
+        company: object,
+        token: object,
+        metadata: object,
+        campaign: object,
+    ) -> bool:
+        """Turn the optional hooks' results (``UNSET``: not configured) into the update."""
+        record: dict[str, Any] = {"user_id": user_id}
+        if company is not UNSET:
+            company = self._to_id("identify_company", company)
+            if company is not None and company is not FAILED:
+                record["company_id"] = company
+        token = self._default_token(view) if token is UNSET else self._to_token(token)
+        if token is not None:
+            record["session_token"] = token
+        ip = self._resolver.resolve(view.peer, view.header)
+        if ip is not None:
+            record["ip_address"] = ip
+        agent = view.header("user-agent")
+        if agent:
+            if len(agent) > self._max_ua:
+                agent = agent[: self._max_ua]
+                self._invalid(
+                    "user agent", "oversize", f"User-Agent cut to {self._max_ua} characters"
+                )
+            record["user_agent_string"] = agent
+        if campaign is UNSET:
+            campaign = self._default_campaign(view) if self._capture_campaign else None
+        else:
+            campaign = self._to_campaign(campaign)
+        if campaign is not None:
+            record["campaign"] = campaign
+        if metadata is not UNSET:
+            metadata = self._to_metadata(metadata)
+            if metadata is not None:
+                record["metadata"] = metadata
+        if self.sender.queue_validated(record):
+            count("captured")
+            return True
+        return False
+
+
+def user_id_from_object(user: Any) -> str | None:
+    """The id of a framework's user object; ``None`` when anonymous or unknown. Never raises.
+
+    Understands Django users (``pk``), Flask-Login (``get_id()``), Starlette's
+    ``BaseUser`` (``identity``, else ``username``), dicts (``user_id``/``id``/``sub``),
+    plain strings, integers and UUIDs. Objects reporting ``is_authenticated`` false or
+    ``is_anonymous`` true are anonymous.
+    """
+    try:
+        return _user_id_from_object(user)
+    except Exception:
+        return None
+
+
+def _user_id_from_object(user: Any) -> str | None:
+    if user is None:
+        return None
+    direct = _coerce_id(user)
+    if direct is not None:
+        return direct if direct and not direct.isspace() else None
+    if isinstance(user, Mapping):
+        for key in ("user_id", "id", "sub"):
+            value = _coerce_id(user.get(key))
+            if value:
+                return value
+        return None
+    authenticated = _flag(user, "is_authenticated")
+    if authenticated is False or _flag(user, "is_anonymous") is True:
+        return None
+    for name in ("pk", "id", "get_id", "identity", "username"):
+        try:
+            value = getattr(user, name, None)
+            if name == "get_id" and callable(value):
+                value = value()
+        except Exception:  # e.g. Starlette's BaseUser.identity raises NotImplementedError
+            continue
+        coerced = _coerce_id(value)
+        if coerced and not coerced.isspace():
+            return coerced
+    return None
+
+
+def _flag(user: object, name: str) -> bool | None:
+    try:
+        value = getattr(user, name, None)
+        if callable(value):  # pre-property APIs: user.is_authenticated()
+            value = value()
+    except Exception:
+        return None
+    return None if value is None else bool(value)
+
+
+def _coerce_id(value: object) -> str | None:
+    """A string for ids given as str, int (not bool) or UUID; ``None`` for anything else."""
+    if isinstance(value, str):
+        return value if type(value) is str else str.__str__(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, UUID):
+        return str(value)
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    message = str(exc)
+    if len(message) > 300:
+        message = message[:300] + "..."
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _json_object(value: Mapping[Any, Any], depth: int) -> tuple[dict[str, Any], int]:
+    """Check a JSON object; return it (or a ``dict`` copy) and an upper bound of its size.
+
+    The bound (in characters of compact JSON) over-estimates: as if every character
+    needed a 6-character ``\\u00XX`` escape, so only metadata near the limit is
+    serialized to be measured. Dicts are returned as they are, so the common case copies
+    nothing; only mappings that are not dicts (which ``json`` cannot serialize) are
+    copied into dicts. The input is never mutated.
+    """
+    if depth >= MAX_METADATA_DEPTH:
+        raise ValidationError("metadata", f"nested deeper than {MAX_METADATA_DEPTH} levels")
+    copy: dict[str, Any] | None = None if isinstance(value, dict) else {}
+    chars = 0  # characters of keys and string values
+    bound = 2
+    for key, item in value.items():
+        if type(key) is not str and not isinstance(key, str):
+            raise ValidationError("metadata", f"keys must be strings, not {type(key).__name__}")
+        chars += len(key)
+        kind = type(item)
+        if kind is str:
+            chars += len(item)
+            bound += 6
+        elif (kind is int and -_BIG_INT < item < _BIG_INT) or kind is bool or item is None:
+            bound += 30
+        else:
+            if kind is dict:
+                plain, size = _json_object(item, depth + 1)
+            else:
+                plain, size = _json_value(item, depth + 1)
+            bound += size + 4
+            if plain is not item:
+                if copy is None:
+                    copy = dict(value)
+                item = plain
+        if copy is not None:
+            copy[key] = item
+    return (value if copy is None else copy), bound + 6 * chars  # type: ignore[return-value]
+
+
+def _json_value(item: object, depth: int) -> tuple[Any, int]:
+    """Check one nested JSON value (see :func:`_json_object`)."""
+    if isinstance(item, str):
+        return item, 6 * len(item) + 2
+    if isinstance(item, bool) or item is None:
+        return item, 8
+    if isinstance(item, int):
+        return item, 8 + item.bit_length() // 3
+    if isinstance(item, float):
+        if not math.isfinite(item):
+            raise ValidationError("metadata", "NaN and infinity are not valid JSON")
+        return item, 32
+    if isinstance(item, Mapping):
+        return _json_object(item, depth)
+    if isinstance(item, (list, tuple)):
+        if depth >= MAX_METADATA_DEPTH:
+            raise ValidationError("metadata", f"nested deeper than {MAX_METADATA_DEPTH} levels")
+        copy: list[Any] | None = None
+        bound = 2
+        for index, element in enumerate(item):
+            plain, size = _json_value(element, depth + 1)
+            bound += size + 1
+            if plain is not element and copy is None:
+                copy = list(item[:index])
+            if copy is not None:
+                copy.append(plain)
+        return (item if copy is None else copy), bound
+    raise ValidationError("metadata", f"{type(item).__name__} is not JSON-serializable")

@@ -1,0 +1,332 @@
+"""``moesif-users demo``: the example apps, simulated users, an embedded collector.
+
+Starts the local collector on a free loopback port, drives traffic from simulated users
+through the Django, Flask, FastAPI and Starlette example apps in this process (their own
+test clients; UTM links, API tokens, requests through a trusted proxy), flushes the
+shared sender, and prints the merged profiles the collector stored. Needs the ``[all]``
+extra and the repository's ``examples/`` folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = ["run_demo"]
+
+APPLICATION_ID = "demo-application-id"
+CAMPAIGNS: tuple[dict[str, str], ...] = (
+    {"utm_source": "newsletter", "utm_medium": "email", "utm_campaign": "autumn-launch"},
+    {"utm_source": "google", "utm_medium": "cpc", "utm_campaign": "api-tools", "gclid": "Cj0KCQ"},
+    {"utm_source": "hackernews", "utm_medium": "social"},
+    {},
+)
+USER_AGENTS: tuple[str, ...] = (
+    "python-httpx/0.28 acme-sync/2.1",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Safari/605.1.15",
+    "curl/8.5.0",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/126.0 Safari/537.36",
+    "okhttp/4.12.0 (Android 14)",
+)
+COMPANIES: tuple[str, ...] = ("acme", "globex", "initech", "umbrella", "hooli")
+
+
+@dataclass
+class SimulatedUser:
+    """One demo user: who they are and how their client looks from the server."""
+
+    number: int
+    email: str
+    name: str
+    company: str
+    client_ip: str
+    user_agent: str
+    campaign: dict[str, str]
+    token: str = ""
+    via_proxy: bool = False
+    token_header: str = "authorization"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"user-agent": self.user_agent}
+        if self.token_header == "authorization":
+            headers["authorization"] = f"Bearer {self.token}"
+        else:
+            headers[self.token_header] = self.token
+        if self.via_proxy:  # the peer is then 127.0.0.1, a trusted proxy by default
+            headers["x-forwarded-for"] = f"{self.client_ip}, 10.0.0.7"
+        else:  # a direct connection from the client
+            headers["x-demo-peer"] = self.client_ip
+        return headers
+
+    def landing_query(self) -> str:
+        return "&".join(f"{key}={value}" for key, value in self.campaign.items())
+
+
+def _simulated_users(count: int) -> list[SimulatedUser]:
+    users = []
+    for number in range(1, count + 1):
+        users.append(
+            SimulatedUser(
+                number=number,
+                email=f"user{number:02d}@{COMPANIES[number % len(COMPANIES)]}.example",
+                name=f"Demo User {number:02d}",
+                company=COMPANIES[number % len(COMPANIES)],
+                client_ip=f"203.0.113.{10 + number}" if number % 2 else f"198.51.100.{10 + number}",
+                user_agent=USER_AGENTS[number % len(USER_AGENTS)],
+                campaign=CAMPAIGNS[number % len(CAMPAIGNS)],
+                via_proxy=number % 3 != 0,
+                token_header="x-api-key" if number % 4 == 0 else "authorization",
+            )
+        )
+    return users
+
+
+Request = Callable[[str, str, dict[str, str], Any], int]  # method, path, headers, json -> status
+
+
+def _flask_driver(users: list[SimulatedUser], base_url: str) -> tuple[str, Request]:
+    from examples.flask_app import create_app
+
+    client = create_app(APPLICATION_ID, base_url).test_client()
+
+    def request(method: str, path: str, headers: dict[str, str], body: Any) -> int:
+        peer = headers.pop("x-demo-peer", "127.0.0.1")
+        response = client.open(
+            path, method=method, headers=headers, json=body, environ_base={"REMOTE_ADDR": peer}
+        )
+        response.close()  # a WSGI server closes the response; the extension records then
+        return response.status_code
+
+    for user in users:
+        reply = client.post(
+            "/signup",
+            json={
+                "email": user.email,
+                "password": "demo",
+                "name": user.name,
+                "company_id": user.company,
+                "plan": "pro" if user.number % 2 else "free",
+            },
+        )
+        user.token = reply.get_json()["token"]
+    return "Flask", request
+
+
+def _asgi_driver(
+    name: str, module: str, users: list[SimulatedUser], base_url: str
+) -> tuple[str, Request]:
+    with warnings.catch_warnings():  # newer Starlette suggests httpx2 for its test client
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    app = __import__(module, fromlist=["create_app"]).create_app(APPLICATION_ID, base_url)
+    clients: dict[str, TestClient] = {}
+
+    def request(method: str, path: str, headers: dict[str, str], body: Any) -> int:
+        peer = headers.pop("x-demo-peer", "127.0.0.1")
+        if peer not in clients:
+            clients[peer] = TestClient(app, client=(peer, 50000))
+        return clients[peer].request(method, path, headers=headers, json=body).status_code
+
+    client = TestClient(app, client=("127.0.0.1", 50000))
+
+    for user in users:
+        if module.endswith("fastapi_app"):
+            reply = client.post(
+                "/signup",
+                json={
+                    "email": user.email,
+                    "password": "demo",
+                    "name": user.name,
+                    "company_id": user.company,
+                },
+            )
+            user.token = reply.json()["token"]
+            user.token_header = "authorization"  # the FastAPI example takes Bearer tokens
+    return name, request
+
+
+def _django_driver(users: list[SimulatedUser], base_url: str, workdir: str) -> tuple[str, Request]:
+    django_dir = _examples_dir() / "django_app"
+    if str(django_dir) not in sys.path:
+        sys.path.insert(0, str(django_dir))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shopapi.settings")
+    os.environ["EXAMPLE_DB_PATH"] = str(Path(workdir) / "django-example.sqlite3")
+    import django
+    from django.core.management import call_command
+    from django.test import Client
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    out = io.StringIO()
+    call_command("seed_demo", users=len(users), password="demo", stdout=out)
+    rows = json.loads(out.getvalue())
+    for user, row in zip(users, rows):
+        user.token = row["token"]
+        user.token_header = "authorization"  # the Django example takes Bearer tokens
+        user.extra["username"] = row["username"]
+    client = Client()
+
+    def request(method: str, path: str, headers: dict[str, str], body: Any) -> int:
+        peer = headers.pop("x-demo-peer", "127.0.0.1")
+        path = {"/me": "/api/me", "/projects": "/api/company"}.get(path.split("?")[0], path) + (
+            "?" + path.split("?", 1)[1] if "?" in path else ""
+        )
+        response = client.generic(
+            method,
+            path,
+            json.dumps(body) if body is not None else "",
+            content_type="application/json",
+            headers=headers,
+            REMOTE_ADDR=peer,
+        )
+        return response.status_code
+
+    return "Django", request
+
+
+def _drive(request: Request, user: SimulatedUser, api_path: str) -> int:
+    """A short session: a landing request with the campaign, then a few API calls."""
+    requests = 0
+    query = user.landing_query()
+    for path in (f"/me?{query}" if query else "/me", api_path, "/me", api_path):
+        request("GET", path, user.headers(), None)
+        requests += 1
+    return requests
+
+
+def _examples_dir() -> Path:
+    for candidate in (Path(__file__).resolve().parents[1] / "examples", Path.cwd() / "examples"):
+        if (candidate / "flask_app.py").is_file():
+            return candidate
+    raise FileNotFoundError(
+        "the demo needs the repository's examples/ folder: run it from a clone "
+        "(pip install -e '.[all]' && moesif-users demo)"
+    )
+
+
+@contextlib.contextmanager
+def _embedded_collector(db_path: Path, port: int) -> Iterator[str]:
+    from .collector import create_app
+    from .collector.server_thread import ServerThread
+
+    app = create_app(db_path)
+    with ServerThread(app, port=port) as server:
+        yield server.url
+    app.state.store.close()
+
+
+def _print_profiles(profiles: list[dict[str, Any]], out: Any) -> None:
+    columns = ("user_id", "company", "ip_address", "tokens", "campaign", "user agent", "metadata")
+    rows = []
+    for profile in profiles:
+        campaign = profile.get("campaign") or {}
+        metadata = profile.get("metadata") or {}
+        rows.append(
+            (
+                str(profile["user_id"]),
+                str(profile.get("company_id") or "-"),
+                str(profile.get("ip_address") or "-"),
+                str(len(profile.get("session_tokens") or [])),
+                "/".join(filter(None, (campaign.get("utm_source"), campaign.get("utm_medium"))))
+                or "-",
+                _shorten(str(profile.get("user_agent_string") or "-"), 28),
+                _shorten(", ".join(f"{k}={v}" for k, v in metadata.items()), 60) or "-",
+            )
+        )
+    widths = [max(len(col), *(len(row[i]) for row in rows)) for i, col in enumerate(columns)]
+    line = "  ".join(col.ljust(widths[i]) for i, col in enumerate(columns))
+    print(line, file=out)
+    print("  ".join("-" * w for w in widths), file=out)
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)), file=out)
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def run_demo(*, serve: bool = False, port: int = 0, users: int = 20, out: Any = None) -> int:
+    """Run the demo; returns the exit status (0 when every simulated user arrived)."""
+    out = out or sys.stdout
+    examples = _examples_dir()
+    if str(examples.parent) not in sys.path:
+        sys.path.insert(0, str(examples.parent))
+    from .sender import get_sender
+
+    with tempfile.TemporaryDirectory(prefix="moesif-users-demo-") as workdir:
+        db_path = Path(workdir) / "collector.sqlite3"
+        with _embedded_collector(db_path, port) as base_url:
+            os.environ["MOESIF_APPLICATION_ID"] = APPLICATION_ID
+            os.environ["MOESIF_BASE_URL"] = base_url
+            print(f"Embedded collector: {base_url}/  (SQLite at {db_path})", file=out)
+            simulated = _simulated_users(users)
+            quarter = max(1, len(simulated) // 4)
+            groups = [simulated[i * quarter : (i + 1) * quarter] for i in range(3)]
+            groups.append(simulated[3 * quarter :])
+            started = time.perf_counter()
+            drivers = [
+                (_flask_driver(groups[0], base_url), "/projects", groups[0]),
+                (
+                    _asgi_driver("FastAPI", "examples.fastapi_app", groups[1], base_url),
+                    "/projects",
+                    groups[1],
+                ),
+                (_django_driver(groups[3], base_url, workdir), "/projects", groups[3]),
+            ]
+            total = 0
+            for (name, request), api_path, members in drivers:
+                count = sum(_drive(request, user, api_path) for user in members)
+                total += count
+                print(f"  {name:<9} {len(members):>3} users, {count:>4} requests", file=out)
+            name, request = _asgi_driver("Starlette", "examples.starlette_app", groups[2], base_url)
+            count = _drive_starlette(request, groups[2])
+            total += count
+            print(f"  {name:<9} {len(groups[2]):>3} users, {count:>4} requests", file=out)
+            delivered = get_sender(application_id=APPLICATION_ID, base_url=base_url).flush(10)
+            elapsed = time.perf_counter() - started
+            profiles = httpx.get(
+                f"{base_url}/v1/users", headers={"X-Moesif-Application-Id": APPLICATION_ID}
+            ).json()
+            print(
+                f"\n{total} requests in {elapsed:.2f}s; sender flushed: {delivered}; "
+                f"{len(profiles)} profiles stored:\n",
+                file=out,
+            )
+            _print_profiles(profiles, out)
+            print(f"\nProfiles page: {base_url}/", file=out)
+            if serve:
+                print("Serving until Ctrl-C ...", file=out)
+                with contextlib.suppress(KeyboardInterrupt):
+                    while True:
+                        time.sleep(3600)
+    return 0 if delivered and profiles else 1
+
+
+def _drive_starlette(request: Request, users: list[SimulatedUser]) -> int:
+    """The Starlette example has two fixed accounts, each used by several clients."""
+    logins = [("carol@initech.example", "tps-report"), ("dave@initrode.example", "stapler")]
+    count = 0
+    for index, user in enumerate(users):
+        email, password = logins[index % len(logins)]
+        reply_status = request("POST", "/login", {}, {"email": email, "password": password})
+        count += 1
+        if reply_status != 200:
+            continue
+        user.token = f"key-{email.split('@')[0]}"
+        user.token_header = "x-api-key"
+        count += _drive(request, user, "/reports")
+    return count

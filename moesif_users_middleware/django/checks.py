@@ -1,0 +1,166 @@
+"""System checks for the Django adapter (registered by the app config's ``ready()``).
+
+- ``moesif_users.E001`` ``settings.MOESIF_USERS`` is not a dict
+- ``moesif_users.E002`` unknown keys (the hint lists the valid ones)
+- ``moesif_users.E003`` no application id (while enabled)
+- ``moesif_users.E004`` a value of the wrong type, or a hook path that cannot be imported
+- ``moesif_users.W001`` the middleware is missing from ``MIDDLEWARE``
+- ``moesif_users.W002`` the middleware is placed before ``AuthenticationMiddleware``
+- ``moesif_users.W003`` no ``AuthenticationMiddleware`` and no ``IDENTIFY_USER``
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from moesif_users_middleware.config import ConfigurationError
+from moesif_users_middleware.django.conf import SETTING, parse, raw_settings, valid_keys
+from moesif_users_middleware.django.middleware import MoesifUsersMiddleware
+
+__all__ = ["check_middleware", "check_settings"]
+
+_OURS = "moesif_users_middleware.django.MoesifUsersMiddleware"
+_AUTH = "django.contrib.auth.middleware.AuthenticationMiddleware"
+# Stands in for a missing application id so the other values still get checked.
+_PLACEHOLDER_ID = "placeholder-application-id"
+
+
+def check_settings(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Validate ``settings.MOESIF_USERS``: shape, keys, application id, value types."""
+    try:
+        raw = raw_settings()
+    except ImproperlyConfigured as exc:
+        return [Error(str(exc), id="moesif_users.E001")]
+    messages: list[CheckMessage] = []
+    valid = valid_keys()
+    unknown = [key for key in raw if key not in valid]
+    if unknown:
+        messages.append(
+            Error(
+                f"Unknown key(s) in settings.{SETTING}: {', '.join(repr(k) for k in unknown)}.",
+                hint=f"Valid keys: {', '.join(valid)}.",
+                id="moesif_users.E002",
+            )
+        )
+    known = {key: value for key, value in raw.items() if key in valid}
+    if known.get("ENABLED", True) is not False and _missing_application_id(known):
+        messages.append(
+            Error(
+                f"No Moesif application id: settings.{SETTING} has no APPLICATION_ID "
+                "and MOESIF_APPLICATION_ID is not set.",
+                hint=f"Set settings.{SETTING}['APPLICATION_ID'] or the MOESIF_APPLICATION_ID "
+                f"environment variable, or set settings.{SETTING}['ENABLED'] = False.",
+                id="moesif_users.E003",
+            )
+        )
+        known["APPLICATION_ID"] = _PLACEHOLDER_ID
+    messages.extend(_value_errors(known))
+    return messages
+
+
+def check_middleware(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Check that the middleware is installed, after ``AuthenticationMiddleware``."""
+    try:
+        raw = raw_settings()
+    except ImproperlyConfigured:
+        return []  # reported by check_settings
+    if raw.get("ENABLED", True) is False:
+        return []
+    middleware = [entry for entry in getattr(settings, "MIDDLEWARE", None) or () if entry]
+    ours = _position(middleware, _OURS, _is_ours)
+    auth = _position(middleware, _AUTH, _is_auth)
+    if ours is None:
+        return [
+            Warning(
+                f"settings.{SETTING} is set but MoesifUsersMiddleware is not in MIDDLEWARE: "
+                "no user profile is recorded.",
+                hint=f"Add {_OURS!r} to MIDDLEWARE after {_AUTH!r}.",
+                id="moesif_users.W001",
+            )
+        ]
+    if auth is not None and ours < auth:
+        return [
+            Warning(
+                "MoesifUsersMiddleware is placed before AuthenticationMiddleware in MIDDLEWARE.",
+                hint=f"Move {_OURS!r} after {_AUTH!r}.",
+                id="moesif_users.W002",
+            )
+        ]
+    if auth is None and raw.get("IDENTIFY_USER") is None:
+        return [
+            Warning(
+                "AuthenticationMiddleware is not in MIDDLEWARE and no IDENTIFY_USER is set: "
+                "requests have no user, so nothing is recorded.",
+                hint=f"Add {_AUTH!r} to MIDDLEWARE or set settings.{SETTING}['IDENTIFY_USER'].",
+                id="moesif_users.W003",
+            )
+        ]
+    return []
+
+
+def _missing_application_id(known: Mapping[str, Any]) -> bool:
+    value = known.get("APPLICATION_ID")
+    if value is None:
+        value = os.environ.get("MOESIF_APPLICATION_ID")
+        return value is None or not value.strip()
+    return isinstance(value, str) and not value.strip()
+
+
+def _value_errors(known: Mapping[str, Any]) -> list[CheckMessage]:
+    """One E004 per bad value (each key checked alone), then the whole set together."""
+    # Each key is checked beside a valid application id, so one bad id is reported once.
+    base = {"APPLICATION_ID": _PLACEHOLDER_ID}
+    messages: list[CheckMessage] = []
+    for key, value in known.items():
+        try:
+            parse({**base, key: value})
+        except ConfigurationError as exc:
+            messages.append(_value_error(exc))
+    if not messages:
+        try:
+            parse({**base, **known})
+        except ConfigurationError as exc:
+            messages.append(_value_error(exc))
+    return messages
+
+
+def _value_error(exc: ConfigurationError) -> Error:
+    return Error(f"Invalid settings.{SETTING}: {exc}", id="moesif_users.E004")
+
+
+def _position(middleware: Sequence[str], path: str, matches: Callable[[str], bool]) -> int | None:
+    for index, entry in enumerate(middleware):
+        if entry == path or matches(entry):
+            return index
+    return None
+
+
+def _is_ours(entry: str) -> bool:
+    return _is_subclass(entry, MoesifUsersMiddleware)
+
+
+def _is_auth(entry: str) -> bool:
+    # Imported here: it imports auth models, which cannot load while apps are populated.
+    from django.contrib.auth.middleware import AuthenticationMiddleware
+
+    return _is_subclass(entry, AuthenticationMiddleware)
+
+
+def _is_subclass(entry: str, cls: type) -> bool:
+    try:
+        obj = import_string(entry)
+    except Exception:  # an unimportable entry is Django's own check to report
+        return False
+    return isinstance(obj, type) and issubclass(obj, cls)

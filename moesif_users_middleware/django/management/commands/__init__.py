@@ -1,0 +1,1 @@
+"""``moesif_users_backfill``: send every existing user profile to Moesif."""

@@ -1,0 +1,241 @@
+"""Flask extension: keep Moesif user profiles current from a Flask app.
+
+    from moesif_users_middleware.flask import MoesifUsers
+
+    moesif = MoesifUsers(app, identify_company=lambda request, response: g.account.company)
+    # or, with an app factory:
+    moesif = MoesifUsers(identify_user="myapp.hooks.identify_user")
+    moesif.init_app(app)
+
+Options are the keyword arguments of every adapter (``application_id``, ``identify_user``,
+``skip``, ``flush_interval``, ...). Each may also come from ``app.config`` under
+``MOESIF_USERS_<OPTION>`` (``MOESIF_USERS_APPLICATION_ID``,
+``MOESIF_USERS_IDENTIFY_USER``, ...); keyword arguments win over ``app.config``, and
+``init_app``'s over the constructor's. An unknown key or option raises
+:class:`~moesif_users_middleware.config.ConfigurationError`. The per-app state lives in
+``app.extensions["moesif_users"]`` (a :class:`FlaskState`), so one extension object
+can serve several apps.
+
+When the work happens: an ``after_request`` handler (registered by ``init_app``, so it
+sees the final response) only registers a callback with ``response.call_on_close``,
+holding a copy of the request's context variables (:func:`contextvars.copy_context`,
+a constant-time snapshot). The server closes the response after it has sent the last
+byte; the callback then runs the hooks inside that snapshot, so ``g``, ``request``,
+``session`` and ``flask_login.current_user`` resolve to this request's objects, and no
+hook ever delays the response. (``teardown_request`` would run the hooks before the
+server writes the body; re-pushing a copied request context would build a fresh ``g``.)
+
+Hooks are called as ``hook(request, response)`` with Flask's ``request`` and the
+``Response`` as returned to the server. They run after Flask tore the request down:
+``teardown_request``/``teardown_appcontext`` handlers have run, so a database session
+removed there (Flask-SQLAlchemy) is closed. Read what the request already loaded (or
+stash what you need on ``g`` in the view); a hook that raises is logged and counted and
+never affects the response.
+
+Without ``identify_user``: when Flask-Login is installed and the app has a
+``LoginManager``, the user id is that of ``current_user`` — read in ``after_request``,
+while the database session is still open, and only when the request itself loaded the
+user (``login_required``, or any use of ``current_user``), so a request that never
+touched it costs no user-loader call; ``force_user_load=True`` loads it for every
+request (before the response is sent). Without a ``LoginManager`` it is ``REMOTE_USER``.
+Anonymous requests record nothing.
+
+Hooks must be plain functions (``async def`` hooks raise ``ConfigurationError``).
+Responses sent with ``direct_passthrough`` (``send_file``) are handled too; a
+``wsgi.file_wrapper`` body is left as it is for the server's ``sendfile``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextvars import Context, copy_context
+from functools import partial
+from types import ModuleType
+from typing import Any
+
+from flask import Flask, Response, g, request
+
+from moesif_users_middleware import hooks
+from moesif_users_middleware.capture import Capture, user_id_from_object
+from moesif_users_middleware.config import (
+    CAPTURE_OPTIONS,
+    CaptureConfig,
+    ConfigurationError,
+    build_config,
+)
+from moesif_users_middleware.request_view import EnvironView
+from moesif_users_middleware.wsgi_response import call_on_close
+
+__all__ = ["CONFIG_PREFIX", "EXTENSION_KEY", "FLASK_OPTIONS", "FlaskState", "MoesifUsers"]
+
+EXTENSION_KEY = "moesif_users"
+CONFIG_PREFIX = "MOESIF_USERS_"
+FLASK_OPTIONS: tuple[str, ...] = ("force_user_load",)
+"""Options only the Flask extension accepts, besides ``CAPTURE_OPTIONS``."""
+
+_ADAPTER = "flask adapter"
+_VALID_OPTIONS = frozenset(CAPTURE_OPTIONS + FLASK_OPTIONS)
+
+
+class MoesifUsers:
+    """The Flask extension: ``MoesifUsers(app, **options)`` or ``init_app(app, **options)``."""
+
+    def __init__(self, app: Flask | None = None, **options: Any) -> None:
+        self.options = options
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask, **options: Any) -> FlaskState:
+        """Validate the options for ``app`` and register the ``after_request`` handler.
+
+        Raises :class:`ConfigurationError` for a bad option, an unknown
+        ``MOESIF_USERS_*`` key, or when ``app`` already has the extension.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise ConfigurationError("MoesifUsers is already initialised on this Flask app")
+        merged = {**options_from_app_config(app.config), **self.options, **options}
+        config, extras = build_config(merged, extra_options=FLASK_OPTIONS)
+        force_user_load = extras.get("force_user_load", False)
+        if not isinstance(force_user_load, bool):
+            raise ConfigurationError(
+                f"force_user_load must be True or False, not {force_user_load!r}"
+            )
+        state = FlaskState(app, config, force_user_load=force_user_load)
+        app.extensions[EXTENSION_KEY] = state
+        if state.capture is not None:
+            app.after_request(state.after_request)
+        return state
+
+
+def options_from_app_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``MOESIF_USERS_<OPTION>`` keys of ``app.config`` -> lower-case options.
+
+    Raises :class:`ConfigurationError` naming an unknown ``MOESIF_USERS_*`` key.
+    """
+    options: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(key, str) and key.startswith(CONFIG_PREFIX):
+            name = key[len(CONFIG_PREFIX) :].lower()
+            if name not in _VALID_OPTIONS:
+                valid = ", ".join(
+                    CONFIG_PREFIX + option.upper() for option in sorted(_VALID_OPTIONS)
+                )
+                raise ConfigurationError(f"unknown app.config key {key!r}; valid ones are: {valid}")
+            options[name] = value
+    return options
+
+
+class FlaskState:
+    """One app's extension state, stored in ``app.extensions["moesif_users"]``.
+
+    ``capture`` is ``None`` when the extension was configured with ``enabled=False``.
+    """
+
+    def __init__(self, app: Flask, config: CaptureConfig, *, force_user_load: bool) -> None:
+        self.app = app
+        self.config = config
+        self.force_user_load = force_user_load
+        self.capture: Capture | None = Capture(config) if config.enabled else None
+        if self.capture is not None and self.capture.has_async_hooks:
+            raise ConfigurationError(
+                "async def hooks cannot run in a Flask app: use plain functions"
+            )
+        # Imported once, here. Whether the app has a LoginManager is settled on its first
+        # request (LoginManager.init_app may run before or after this extension's, but
+        # Flask refuses it once requests are served).
+        self.flask_login: ModuleType | None = (
+            _import_flask_login() if config.identify_user is None else None
+        )
+        self._uses_login: bool | None = None if self.flask_login is not None else False
+        self.reads_jwt = config.jwt_user_id_claim is not None
+
+    def after_request(self, response: Response) -> Response:
+        """Arrange for the user to be recorded once the server closes ``response``."""
+        try:
+            self._defer(response)
+        except Exception as exc:  # the response must go out whatever happens here
+            hooks.report("internal_errors", _ADAPTER, "after_request", repr(exc))
+        return response
+
+    def _defer(self, response: Response) -> None:
+        login = self._uses_login
+        if login is None:
+            login = self._uses_login = getattr(self.app, "login_manager", None) is not None
+        user_id: str | None = None
+        if login:
+            # The id is read now, while the request's database session is still open
+            # (a committed, then detached, ORM user cannot be read after teardown).
+            user_id = self._login_user_id()
+            if user_id is None and not self.reads_jwt:
+                return  # anonymous: nothing would be recorded
+        deferred = _Deferred(self, response, login, user_id)
+        if response.direct_passthrough:
+            # The server gets `response.response` itself and Response.close() may never run.
+            response.response = call_on_close(
+                response.response, deferred, request.environ.get("wsgi.file_wrapper")
+            )
+        response.call_on_close(deferred)
+
+    def _login_user_id(self) -> str | None:
+        if self.force_user_load:
+            assert self.flask_login is not None
+            user = self.flask_login.current_user._get_current_object()
+        else:
+            # Flask-Login keeps the user it loaded for this request on `g`.
+            user = g.get("_login_user")
+        return user_id_from_object(user)
+
+    def _record(self, response: Response, login: bool, user_id: str | None) -> None:
+        """Run capture (inside the request's copied context); never raises."""
+        capture = self.capture
+        if capture is None:
+            return
+        try:
+            native = request._get_current_object()  # type: ignore[attr-defined]
+            auth_user = partial(_identity, user_id) if login else None
+            capture.capture(EnvironView(native.environ, native, response, auth_user))
+        except Exception as exc:  # the request must go on whatever happens here
+            hooks.report("internal_errors", _ADAPTER, "record", repr(exc))
+
+    def __repr__(self) -> str:
+        return f"FlaskState(app={self.app.name!r}, enabled={self.capture is not None})"
+
+
+class _Deferred:
+    """One response's pending capture, run by the first close; then it lets go of everything.
+
+    The response holds this object (a close callback) and this object holds the response:
+    dropping the references once run breaks that cycle, so the request's objects are freed
+    by reference counting, as in a bare app, not left for the cyclic garbage collector.
+    """
+
+    __slots__ = ("context", "login", "response", "state", "user_id")
+
+    def __init__(
+        self, state: FlaskState, response: Response, login: bool, user_id: str | None
+    ) -> None:
+        self.context: Context | None = copy_context()  # constant time: an immutable map
+        self.state: FlaskState | None = state
+        self.response: Response | None = response
+        self.login = login
+        self.user_id = user_id
+
+    def __call__(self) -> None:
+        context, state, response = self.context, self.state, self.response
+        if context is None or state is None or response is None:
+            return  # ran already
+        self.context = self.state = self.response = None
+        context.run(state._record, response, self.login, self.user_id)
+
+
+def _identity(value: str | None) -> str | None:
+    return value
+
+
+def _import_flask_login() -> ModuleType | None:
+    try:
+        import flask_login
+    except ImportError:
+        return None
+    module: ModuleType = flask_login
+    return module

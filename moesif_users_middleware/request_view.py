@@ -1,0 +1,299 @@
+"""The neutral view of one finished request that adapters build and capture reads.
+
+Building a view costs a few attribute stores: headers, the query string and cookies are
+read or parsed only when asked for, and only the header asked for is looked up.
+Header values are text: UTF-8 when the raw bytes are valid UTF-8, else Latin-1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import parse_qs
+
+__all__ = ["EnvironView", "RequestView", "ScopeView"]
+
+_NAME_CACHE_SIZE = 256
+# CGI/WSGI environ keys for header names ("user-agent" -> "HTTP_USER_AGENT").
+_environ_keys: dict[str, str] = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
+# ASGI header names as bytes ("User-Agent" -> b"user-agent").
+_scope_keys: dict[str, bytes] = {}
+
+
+class RequestView:
+    """Method, path, headers, query, peer and user of one request, plus the native objects.
+
+    Subclasses supply :attr:`method`, :attr:`path`, :attr:`query_string`, :attr:`peer`
+    and :meth:`header`. ``request`` and ``response`` are the framework's own objects,
+    handed unchanged to the user's hooks.
+    """
+
+    __slots__ = ("_auth_user", "_cookies", "_query_params", "request", "response")
+
+    def __init__(
+        self, request: Any, response: Any, auth_user: Callable[[], Any] | None = None
+    ) -> None:
+        self.request = request
+        self.response = response
+        self._auth_user = auth_user
+        self._query_params: dict[str, list[str]] | None = None
+        self._cookies: dict[str, str] | None = None
+
+    @property
+    def method(self) -> str:
+        """The HTTP method, upper-case."""
+        return "GET"
+
+    @property
+    def path(self) -> str:
+        """The request path, without the query string."""
+        return ""
+
+    @property
+    def query_string(self) -> str:
+        """The raw query string, without ``?``; ``""`` when there is none."""
+        return ""
+
+    @property
+    def peer(self) -> str | None:
+        """The address of the socket peer (a proxy, when there is one)."""
+        return None
+
+    def header(self, name: str) -> str | None:
+        """The value of header ``name`` (case-insensitive; repeats joined), or ``None``."""
+        return None
+
+    def auth_user(self) -> Any:
+        """The framework's authenticated-user object, or ``None``; read on demand."""
+        source = self._auth_user
+        return None if source is None else source()
+
+    def user_id_default(self) -> str | None:
+        """A user id the server itself established (e.g. WSGI ``REMOTE_USER``), or ``None``."""
+        return None
+
+    @property
+    def query_params(self) -> dict[str, list[str]]:
+        """The query string parsed into lists of values (blank values kept); parsed once."""
+        params = self._query_params
+        if params is None:
+            params = self._query_params = parse_qs(self.query_string, keep_blank_values=True)
+        return params
+
+    def query_param(self, name: str) -> str | None:
+        """The first value of query parameter ``name``, or ``None``."""
+        values = self.query_params.get(name)
+        return values[0] if values else None
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        """The ``Cookie`` header as a dict (first value wins); parsed once, never raises."""
+        cookies = self._cookies
+        if cookies is None:
+            cookies = self._cookies = _parse_cookies(self.header("cookie") or "")
+        return cookies
+
+
+class EnvironView(RequestView):
+    """A WSGI environ or Django's ``request.META`` (the same CGI key scheme).
+
+    ``user_id_default()`` is ``REMOTE_USER`` (set by the server's own authentication)
+    when the adapter supplies no authenticated-user callable.
+    """
+
+    __slots__ = ("_environ",)
+
+    def __init__(
+        self,
+        environ: Mapping[str, Any],
+        request: Any,
+        response: Any,
+        auth_user: Callable[[], Any] | None = None,
+    ) -> None:
+        # Assigned here rather than through super().__init__: this runs on every request.
+        self.request = request
+        self.response = response
+        self._auth_user = auth_user
+        self._query_params = None
+        self._cookies = None
+        self._environ = environ
+
+    @property
+    def method(self) -> str:
+        return _text(self._environ.get("REQUEST_METHOD")) or "GET"
+
+    @property
+    def path(self) -> str:
+        return _text(self._environ.get("PATH_INFO")) or ""
+
+    @property
+    def query_string(self) -> str:
+        return _text(self._environ.get("QUERY_STRING")) or ""
+
+    @property
+    def peer(self) -> str | None:
+        return _text(self._environ.get("REMOTE_ADDR")) or None
+
+    def header(self, name: str) -> str | None:
+        key = _environ_keys.get(name)
+        if key is None:
+            key = _environ_key(name)
+        value = self._environ.get(key)
+        if type(value) is not str:
+            return None
+        if value.isascii():
+            return value
+        return _redecode(value)
+
+    def user_id_default(self) -> str | None:
+        if self._auth_user is not None:
+            return None
+        value = self._environ.get("REMOTE_USER")
+        return value if type(value) is str and value and not value.isspace() else None
+
+
+class ScopeView(RequestView):
+    """An ASGI HTTP scope.
+
+    With no authenticated-user callable, :meth:`auth_user` is ``scope["user"]`` (set by
+    Starlette's ``AuthenticationMiddleware``) when present.
+    """
+
+    __slots__ = ("_headers", "_scope")
+
+    def __init__(
+        self,
+        scope: Mapping[str, Any],
+        request: Any,
+        response: Any,
+        auth_user: Callable[[], Any] | None = None,
+    ) -> None:
+        self.request = request  # (no super().__init__ call, as in EnvironView)
+        self.response = response
+        self._auth_user = auth_user
+        self._query_params = None
+        self._cookies = None
+        self._scope = scope
+        self._headers: dict[bytes, bytes] | None = None
+
+    @property
+    def method(self) -> str:
+        return _text(self._scope.get("method")) or "GET"
+
+    @property
+    def path(self) -> str:
+        return _text(self._scope.get("path")) or ""
+
+    @property
+    def query_string(self) -> str:
+        raw = self._scope.get("query_string")
+        if isinstance(raw, (bytes, bytearray)):
+            return raw.decode("latin-1")
+        return raw if isinstance(raw, str) else ""
+
+    @property
+    def peer(self) -> str | None:
+        client = self._scope.get("client")
+        if not client or not isinstance(client, (tuple, list)):
+            return None
+        host = client[0]
+        return host if type(host) is str and host else None
+
+    def header(self, name: str) -> str | None:
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = _index_headers(self._scope.get("headers"))
+        key = _scope_keys.get(name)
+        if key is None:
+            key = _scope_key(name)
+        raw = headers.get(key)
+        if type(raw) is not bytes:
+            if not isinstance(raw, bytearray):
+                return None  # absent, or a non-bytes value from a malformed scope
+            raw = bytes(raw)
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            return raw.decode("latin-1")
+
+    def auth_user(self) -> Any:
+        source = self._auth_user
+        if source is not None:
+            return source()
+        return self._scope.get("user")
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _redecode(value: str) -> str:
+    """A WSGI "bytes as Latin-1" string, decoded as UTF-8 when it is valid UTF-8."""
+    try:
+        return value.encode("latin-1").decode()
+    except UnicodeError:
+        return value
+
+
+def _environ_key(name: str) -> str:
+    lowered = name.lower()
+    key = _environ_keys.get(lowered)
+    if key is None:
+        key = "HTTP_" + lowered.upper().replace("-", "_")
+    if len(_environ_keys) < _NAME_CACHE_SIZE:
+        _environ_keys[name] = key
+    return key
+
+
+def _scope_key(name: str) -> bytes:
+    key = name.lower().encode("latin-1", "replace")
+    if len(_scope_keys) < _NAME_CACHE_SIZE:
+        _scope_keys[name] = key
+    return key
+
+
+def _index_headers(raw: object) -> dict[bytes, bytes]:
+    """Header name (lower-case) -> value; repeats joined with ", " ("; " for cookies).
+
+    Malformed entries are skipped: a scope from a buggy server never raises here.
+    """
+    if type(raw) is list or type(raw) is tuple:
+        # Fast path: what servers send (lower-case names, no repeats) is one C-level dict().
+        try:
+            index: dict[bytes, bytes] = dict(raw)
+            if len(index) == len(raw) and b"".join(index).islower():
+                return index
+        except (TypeError, ValueError):
+            pass
+    index = {}
+    try:
+        items = iter(raw)  # type: ignore[call-overload]
+    except TypeError:
+        return index
+    for item in items:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            continue
+        if not isinstance(name, (bytes, bytearray)) or not isinstance(value, (bytes, bytearray)):
+            continue
+        name = bytes(name).lower()
+        previous = index.get(name)
+        if previous is None:
+            index[name] = bytes(value)
+        else:
+            index[name] = previous + (b"; " if name == b"cookie" else b", ") + value
+    return index
+
+
+def _parse_cookies(header: str) -> dict[str, str]:
+    cookies: dict[str, str] = {}
+    for chunk in header.split(";"):
+        name, sep, value = chunk.partition("=")
+        name = name.strip()
+        if sep and name and name not in cookies:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            cookies[name] = value
+    return cookies

@@ -1,0 +1,103 @@
+"""Turning drained entries into POST bodies: serialize each record once, pack by count and bytes.
+
+Records are serialized to compact ASCII JSON (so characters equal bytes), one string per
+record; a batch body is ``[`` + the strings joined by ``,`` + ``]``. The string of a
+user's merged record also gives its fingerprint for skip-unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .sender_buffer import Entry
+
+__all__ = ["Batch", "Item", "pack", "serialize"]
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+@dataclass
+class Item:
+    """One serialized record; ``main`` marks a user's merged record (vs. an older token)."""
+
+    user_id: str
+    record: dict[str, Any]
+    text: str
+    main: bool
+
+
+@dataclass
+class Batch:
+    """Records sent in one POST."""
+
+    items: list[Item] = field(default_factory=list)
+    size: int = 2  # the brackets
+
+    def body(self) -> bytes:
+        """The JSON array body."""
+        return ("[" + ",".join(item.text for item in self.items) + "]").encode("ascii")
+
+    def halves(self) -> tuple[Batch, Batch]:
+        """Split in two (for a 413 answer)."""
+        middle = len(self.items) // 2
+        return _batch(self.items[:middle]), _batch(self.items[middle:])
+
+
+def _batch(items: list[Item]) -> Batch:
+    return Batch(items, 2 + sum(len(item.text) for item in items) + max(0, len(items) - 1))
+
+
+def serialize(
+    entries: Iterable[tuple[str, Entry]],
+) -> tuple[list[Item], list[tuple[str, dict[str, Any], Exception]]]:
+    """Serialize every entry's records; unserializable ones come back as errors.
+
+    A record fails here only if the caller changed it after queueing (validation ran
+    when it was queued).
+    """
+    items: list[Item] = []
+    errors: list[tuple[str, dict[str, Any], Exception]] = []
+    encode = _ENCODER.encode
+    for user_id, entry in entries:
+        records = entry.records()
+        last = len(records) - 1
+        for index, record in enumerate(records):
+            try:
+                text = encode(record)
+            except (TypeError, ValueError, RecursionError, RuntimeError) as exc:
+                errors.append((user_id, record, exc))
+                continue
+            items.append(Item(user_id, record, text, index == last))
+    return items, errors
+
+
+def pack(
+    items: Iterable[Item], batch_size: int, max_batch_bytes: int
+) -> tuple[list[Batch], list[Item]]:
+    """Batches of at most ``batch_size`` records and ``max_batch_bytes`` bytes, in order.
+
+    Returns ``(batches, too_large)``: an item that cannot fit even alone is left out.
+    """
+    batches: list[Batch] = []
+    too_large: list[Item] = []
+    current = Batch()
+    for item in items:
+        length = len(item.text)
+        if length + 2 > max_batch_bytes:
+            too_large.append(item)
+            continue
+        extra = length + (1 if current.items else 0)
+        if current.items and (
+            len(current.items) >= batch_size or current.size + extra > max_batch_bytes
+        ):
+            batches.append(current)
+            current = Batch()
+            extra = length
+        current.items.append(item)
+        current.size += extra
+    if current.items:
+        batches.append(current)
+    return batches, too_large

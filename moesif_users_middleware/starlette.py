@@ -1,0 +1,168 @@
+"""Starlette / FastAPI adapter: a pure-ASGI middleware that keeps Moesif user profiles current.
+
+    from moesif_users_middleware.starlette import MoesifUsersMiddleware
+
+    app.add_middleware(
+        MoesifUsersMiddleware,
+        application_id="...",  # or MOESIF_APPLICATION_ID
+        identify_user=lambda request, response: request.state.account.id,
+    )
+
+Hooks are called as ``hook(request, response)`` once the last byte of the response has
+been handed to the server, so they never delay it:
+
+- ``request`` is a :class:`starlette.requests.Request` over the request's scope, so
+  ``request.state``, ``request.user`` (with ``AuthenticationMiddleware``),
+  ``request.headers`` and ``request.path_params`` all work. Its body has been consumed.
+- ``response`` is a :class:`ResponseView`: ``status_code`` and ``headers`` as sent.
+
+``async def`` hooks are awaited. Plain ``def`` hooks are called directly on the event
+loop, like any sync code in an async middleware: keep them cheap (no I/O), since a
+blocking hook blocks every request of the worker.
+
+Without ``identify_user``, the user id is ``scope["user"]`` (set by Starlette's
+``AuthenticationMiddleware``, in any order relative to this one) when it is
+authenticated: its ``identity``, else its ``display_name``.
+
+Only ``http`` scopes are captured; ``websocket`` and other scopes pass straight through.
+On ``lifespan`` shutdown the shared sender is flushed (within ``shutdown_timeout``)
+before the server is told the app has shut down; servers that run no lifespan still
+deliver through the sender's exit hook.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from moesif_users_middleware import hooks
+from moesif_users_middleware.capture import Capture
+from moesif_users_middleware.config import build_config
+from moesif_users_middleware.request_view import ScopeView
+
+__all__ = ["MoesifUsersMiddleware", "ResponseView"]
+
+
+_ADAPTER = "starlette adapter"
+_SHUTDOWN_MESSAGES = frozenset({"lifespan.shutdown.complete", "lifespan.shutdown.failed"})
+
+
+class ResponseView:
+    """The response as hooks see it: ``status_code`` and ``headers`` (as sent)."""
+
+    __slots__ = ("_headers", "_raw_headers", "status_code")
+
+    def __init__(self, status_code: int, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = status_code
+        self._raw_headers = raw_headers
+        self._headers: Headers | None = None
+
+    @property
+    def headers(self) -> Headers:
+        """The response headers (case-insensitive, read-only)."""
+        if self._headers is None:
+            self._headers = Headers(raw=self._raw_headers)
+        return self._headers
+
+    def __repr__(self) -> str:
+        return f"ResponseView(status_code={self.status_code})"
+
+
+class MoesifUsersMiddleware:
+    """Pure-ASGI middleware: after each HTTP response, queue the user's profile update.
+
+    Accepts every option of :data:`moesif_users_middleware.config.CAPTURE_OPTIONS` as a
+    keyword argument; they are validated here, once (a bad option raises
+    :class:`~moesif_users_middleware.config.ConfigurationError`).
+    """
+
+    def __init__(self, app: ASGIApp, /, **options: Any) -> None:
+        config, _ = build_config(options)
+        self.app = app
+        self.capture: Capture | None = Capture(config) if config.enabled else None
+        self.is_async = self.capture is not None and self.capture.has_async_hooks
+        # Hooks get native objects; without hooks they are never built.
+        self.builds_request = any(
+            hook is not None
+            for hook in (
+                config.identify_user,
+                config.identify_company,
+                config.get_session_token,
+                config.get_metadata,
+                config.get_campaign,
+                config.skip,
+            )
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope_type = scope["type"]
+        if self.capture is None or scope_type not in ("http", "lifespan"):
+            await self.app(scope, receive, send)
+        elif scope_type == "http":
+            await self._http(scope, receive, send)
+        else:
+            await self.app(scope, receive, self._lifespan_send(send))
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app; once its final body message went out, record the user."""
+        start: Message | None = None
+        complete = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal start, complete
+            await send(message)
+            kind = message["type"]
+            if kind == "http.response.start":
+                start = message
+            elif kind == "http.response.body":
+                if not message.get("more_body", False):
+                    complete = True
+            elif kind == "http.response.pathsend":
+                complete = True
+
+        # An exception from the app propagates unchanged, and nothing is recorded.
+        await self.app(scope, receive, send_wrapper)
+        if complete and start is not None:
+            await self._record(scope, start)
+
+    async def _record(self, scope: Scope, start: Message) -> None:
+        """Hand the request to the capture core; never raises."""
+        capture = self.capture
+        assert capture is not None
+        try:
+            request: Request | None = None
+            response: ResponseView | None = None
+            if self.builds_request:
+                request = Request(scope)
+                response = ResponseView(start["status"], start.get("headers") or [])
+            # Without identify_user, the view reads scope["user"] on demand.
+            view = ScopeView(scope, request, response)
+            if self.is_async:
+                await capture.acapture(view)
+            else:
+                capture.capture(view)
+        except Exception as exc:  # the request must go on whatever happens here
+            hooks.report("internal_errors", _ADAPTER, "record", repr(exc))
+
+    def _lifespan_send(self, send: Send) -> Send:
+        """Wrap a lifespan ``send`` so the sender is flushed before shutdown completes."""
+
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] in _SHUTDOWN_MESSAGES:
+                await self._flush()
+            await send(message)
+
+        return lifespan_send
+
+    async def _flush(self) -> None:
+        """Deliver what is queued within ``shutdown_timeout``, without blocking the loop."""
+        capture = self.capture
+        assert capture is not None
+        try:
+            sender = capture.sender
+            await sender.aflush(sender.options.shutdown_timeout)
+        except Exception as exc:
+            hooks.report("internal_errors", _ADAPTER, "flush", repr(exc))

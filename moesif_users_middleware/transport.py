@@ -1,0 +1,385 @@
+"""Direct calls to the Users API: ``UsersClient`` / ``AsyncUsersClient`` over one httpx pool.
+
+``update_user`` posts one user to ``/v1/users``, ``update_users_batch`` a list to
+``/v1/users/batch``. Both validate their input first (``ValidationError`` naming the
+field, ``users[3].user_id`` for a batch) and raise :class:`ApiError` for a non-2xx
+answer. Network failures (refused, reset, timed out) raise :class:`TransportError`, an
+``ApiError`` whose ``status_code`` is ``None``; the original httpx exception is its
+``__cause__``. Every phase of a request has a timeout, so a call never hangs.
+
+Bodies are compact JSON, gzipped (level 6) when larger than 1 KiB. The application id
+is sent in ``X-Moesif-Application-Id`` and never appears in reprs or exception messages.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from .config import redact, resolve_application_id, resolve_base_url
+from .models import ValidationError, normalize_user
+
+__all__ = [
+    "APPLICATION_ID_HEADER",
+    "BATCH_PATH",
+    "DEFAULT_TIMEOUT",
+    "GZIP_LEVEL",
+    "GZIP_MIN_BYTES",
+    "USER_PATH",
+    "ApiError",
+    "AsyncUsersClient",
+    "RawResponse",
+    "TransportError",
+    "UsersClient",
+    "encode_body",
+    "make_timeout",
+    "normalize_users",
+    "parse_retry_after",
+]
+
+APPLICATION_ID_HEADER = "X-Moesif-Application-Id"
+USER_PATH = "/v1/users"
+BATCH_PATH = "/v1/users/batch"
+DEFAULT_TIMEOUT = 10.0
+GZIP_MIN_BYTES = 1024
+GZIP_LEVEL = 6
+_MAX_CONNECT_TIMEOUT = 5.0
+_MAX_ERROR_BODY = 64 * 1024
+_MESSAGE_BODY = 300
+_USER_AGENT = "moesif-users-middleware/0.1.0"
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+class ApiError(Exception):
+    """The Users API answered with an error status (or, as ``TransportError``, not at all).
+
+    ``status_code`` is the HTTP status (``None`` for a network failure), ``body`` the
+    response text (at most 64 KiB), ``retry_after`` the ``Retry-After`` delay in seconds.
+    """
+
+    def __init__(
+        self,
+        status_code: int | None,
+        body: str = "",
+        retry_after: float | None = None,
+        message: str | None = None,
+    ) -> None:
+        if message is None:
+            snippet = body[:_MESSAGE_BODY] + ("..." if len(body) > _MESSAGE_BODY else "")
+            message = f"Users API answered {status_code}" + (f": {snippet}" if snippet else "")
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        """Whether a retry may succeed: network errors, 408, 429 and 5xx."""
+        code = self.status_code
+        return code is None or code in (408, 429) or code >= 500
+
+
+class TransportError(ApiError):
+    """The request did not complete: connection refused or reset, timeout, protocol error."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, "", None, message)
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """What the low-level batch POST returns: status, headers and body text."""
+
+    status_code: int
+    headers: httpx.Headers
+    text: str
+
+    @property
+    def retry_after(self) -> float | None:
+        """The ``Retry-After`` delay in seconds, if the answer carried a valid one."""
+        return parse_retry_after(self.headers.get("retry-after"))
+
+    def error(self) -> ApiError:
+        """An ``ApiError`` describing this (error) response."""
+        return ApiError(self.status_code, self.text, self.retry_after)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP-date), else ``None``."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment.tzinfo is None:
+            return None
+        seconds = moment.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return None
+    return max(0.0, seconds)
+
+
+def make_timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
+    """An explicit ``httpx.Timeout`` (connect capped at 5 s) from seconds or a Timeout."""
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    seconds = float(timeout)
+    return httpx.Timeout(
+        connect=min(seconds, _MAX_CONNECT_TIMEOUT), read=seconds, write=seconds, pool=seconds
+    )
+
+
+def encode_body(payload: Any, *, gzip: bool = True) -> tuple[bytes, str | None]:
+    """Compact JSON bytes, gzipped when larger than 1 KiB; returns ``(body, content_encoding)``."""
+    body = _ENCODER.encode(payload).encode("utf-8")
+    return compress(body) if gzip else (body, None)
+
+
+def compress(body: bytes) -> tuple[bytes, str | None]:
+    """Gzip ``body`` (level 6) when it is larger than ``GZIP_MIN_BYTES``."""
+    if len(body) <= GZIP_MIN_BYTES:
+        return body, None
+    packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+    return packer.compress(body) + packer.flush(), "gzip"
+
+
+def normalize_users(users: Iterable[Any]) -> list[dict[str, Any]]:
+    """Validate every user of a batch; errors name the index (``users[3].user_id``)."""
+    if isinstance(users, (str, bytes, Mapping)) or not isinstance(users, Iterable):
+        raise ValidationError("users", f"must be a list of users, not {type(users).__name__}")
+    out: list[dict[str, Any]] = []
+    for index, user in enumerate(users):
+        try:
+            out.append(normalize_user(user, f"users[{index}]"))
+        except ValidationError as exc:
+            field = exc.field if exc.field.startswith("users[") else f"users[{index}].{exc.field}"
+            raise ValidationError(field, exc.message) from None
+    return out
+
+
+class _ClientBase:
+    def __init__(
+        self,
+        application_id: str | None,
+        base_url: str | None,
+        timeout: float | httpx.Timeout,
+        gzip: bool,
+    ) -> None:
+        self._application_id = resolve_application_id(application_id)
+        self.base_url = resolve_base_url(base_url)
+        self.timeout = make_timeout(timeout)
+        self.gzip = gzip
+        self._headers = {
+            APPLICATION_ID_HEADER: self._application_id,
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": _USER_AGENT,
+        }
+
+    def _request_headers(self, encoding: str | None) -> dict[str, str] | None:
+        return {"Content-Encoding": encoding} if encoding else None
+
+    def _response(self, response: httpx.Response) -> RawResponse:
+        text = response.content[:_MAX_ERROR_BODY].decode("utf-8", "replace")
+        return RawResponse(response.status_code, response.headers, self._scrub(text))
+
+    def _transport_error(self, exc: httpx.HTTPError) -> TransportError:
+        detail = self._scrub(str(exc)) or type(exc).__name__
+        return TransportError(f"Users API request failed ({type(exc).__name__}): {detail}")
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._application_id, redact(self._application_id))
+
+    def _per_request_timeout(self, timeout: float | None) -> httpx.Timeout | None:
+        if timeout is None:
+            return None
+        seconds = max(0.001, timeout)
+        base = self.timeout
+        return httpx.Timeout(
+            connect=_min(base.connect, seconds),
+            read=_min(base.read, seconds),
+            write=_min(base.write, seconds),
+            pool=_min(base.pool, seconds),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(base_url={self.base_url!r}, "
+            f"application_id={redact(self._application_id)})"
+        )
+
+
+def _min(value: float | None, cap: float) -> float:
+    return cap if value is None else min(value, cap)
+
+
+def _raise_for(response: RawResponse) -> None:
+    if not 200 <= response.status_code < 300:
+        raise response.error()
+
+
+class UsersClient(_ClientBase):
+    """Synchronous Users API client with one reused connection pool.
+
+    ``application_id`` falls back to ``MOESIF_APPLICATION_ID`` (``ConfigurationError``
+    if neither is set), ``base_url`` to ``MOESIF_BASE_URL`` then ``https://api.moesif.net``.
+    ``timeout`` (seconds or an ``httpx.Timeout``) bounds every phase of a request.
+    ``transport`` replaces httpx's network transport (for tests).
+    """
+
+    def __init__(
+        self,
+        application_id: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        gzip: bool = True,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(application_id, base_url, timeout, gzip)
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            headers=self._headers,
+            timeout=self.timeout,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def update_user(self, user: Any) -> None:
+        """Create or update one user (``User`` or dict); raises ``ApiError`` on failure."""
+        record = normalize_user(user)
+        body, encoding = encode_body(record, gzip=self.gzip)
+        _raise_for(self.post_body(USER_PATH, body, encoding))
+
+    def update_users_batch(self, users: Iterable[Any]) -> None:
+        """Create or update a list of users in one request (an empty list sends nothing)."""
+        records = normalize_users(users)
+        if not records:
+            return
+        body, encoding = encode_body(records, gzip=self.gzip)
+        _raise_for(self.post_body(BATCH_PATH, body, encoding))
+
+    def post_body(
+        self,
+        path: str,
+        body: bytes,
+        content_encoding: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> RawResponse:
+        """POST an already-encoded body; returns the response whatever its status.
+
+        ``timeout`` (seconds) caps every phase of this one request below the client's.
+        Raises ``TransportError`` when no response arrives.
+        """
+        try:
+            response = self._client.post(
+                path,
+                content=body,
+                headers=self._request_headers(content_encoding),
+                timeout=self._per_request_timeout(timeout) or self.timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
+        return self._response(response)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()
+
+    def __enter__(self) -> UsersClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncUsersClient(_ClientBase):
+    """``UsersClient`` for asyncio: the same methods, awaited; close with ``aclose()``."""
+
+    def __init__(
+        self,
+        application_id: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        gzip: bool = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(application_id, base_url, timeout, gzip)
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=self._headers,
+            timeout=self.timeout,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def update_user(self, user: Any) -> None:
+        """Create or update one user (``User`` or dict); raises ``ApiError`` on failure."""
+        record = normalize_user(user)
+        body, encoding = encode_body(record, gzip=self.gzip)
+        _raise_for(await self.post_body(USER_PATH, body, encoding))
+
+    async def update_users_batch(self, users: Iterable[Any]) -> None:
+        """Create or update a list of users in one request (an empty list sends nothing)."""
+        records = normalize_users(users)
+        if not records:
+            return
+        body, encoding = encode_body(records, gzip=self.gzip)
+        _raise_for(await self.post_body(BATCH_PATH, body, encoding))
+
+    async def post_body(
+        self,
+        path: str,
+        body: bytes,
+        content_encoding: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> RawResponse:
+        """POST an already-encoded body; see ``UsersClient.post_body``."""
+        try:
+            response = await self._client.post(
+                path,
+                content=body,
+                headers=self._request_headers(content_encoding),
+                timeout=self._per_request_timeout(timeout) or self.timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
+        return self._response(response)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+    async def __aenter__(self) -> AsyncUsersClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

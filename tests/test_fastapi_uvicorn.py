@@ -1,0 +1,164 @@
+"""End to end: the FastAPI example under a real uvicorn process, stopped with SIGTERM.
+
+Ten users sign up and make requests over real HTTP; the server is stopped right after the
+last request, and every profile must have reached the collector — through the lifespan
+shutdown flush, or (with ``--lifespan off``) through the sender's exit hook.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from servers import CollectorHandle
+
+ROOT = Path(__file__).resolve().parents[1]
+USERS = 10
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Uvicorn:
+    """``python -m uvicorn examples.fastapi_app:app`` on a free loopback port."""
+
+    def __init__(self, app_id: str, base_url: str, *extra: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "MOESIF_APPLICATION_ID": app_id,
+            "MOESIF_BASE_URL": base_url,
+            "PYTHONPATH": str(ROOT),
+        }
+        command = [
+            sys.executable, "-m", "uvicorn", "examples.fastapi_app:app",
+            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+            *extra,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"uvicorn exited early:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"uvicorn did not start:\n{self.output()}")
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def output(self) -> str:
+        if self.process.poll() is None:
+            self.process.kill()
+        out, _ = self.process.communicate(timeout=10)
+        return out
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def drive_ten_users(url: str) -> dict[str, str]:
+    """Each user signs up, then reads and writes; returns user id -> token."""
+    tokens: dict[str, str] = {}
+    with httpx.Client(base_url=url, timeout=10.0) as client:
+        for n in range(USERS):
+            signup = client.post(
+                "/signup",
+                json={
+                    "email": f"user{n}@co{n % 3}.example",
+                    "password": "pw",
+                    "name": f"User {n}",
+                    "company_id": f"co{n % 3}",
+                    "plan": "pro" if n % 2 else "free",
+                },
+            )
+            assert signup.status_code == 201, signup.text
+            tokens[signup.json()["user_id"]] = signup.json()["token"]
+        for user_id, token in tokens.items():
+            auth = {"authorization": f"Bearer {token}", "user-agent": f"e2e/{user_id}"}
+            assert client.get("/me", headers=auth).status_code == 200
+            created = client.post(
+                f"/projects?utm_source=e2e&utm_campaign={user_id}",
+                json={"name": f"p-{user_id}"},
+                headers=auth,
+            )
+            assert created.status_code == 201
+    return tokens
+
+
+def assert_all_arrived(collector: CollectorHandle, app_id: str, tokens: dict[str, str]) -> None:
+    profiles = {p["user_id"]: p for p in collector.list_users(app_id)}
+    assert sorted(profiles) == sorted(tokens), f"missing: {sorted(set(tokens) - set(profiles))}"
+    for user_id, token in tokens.items():
+        profile = profiles[user_id]
+        n = int(user_id.removeprefix("u-user"))
+        assert profile["company_id"] == f"co{n % 3}"
+        assert profile["session_tokens"] == [token]
+        assert profile["ip_address"] == "127.0.0.1"
+        assert profile["user_agent_string"] == f"e2e/{user_id}"
+        assert profile["campaign"]["utm_campaign"] == user_id
+        assert profile["metadata"]["email"] == f"user{n}@co{n % 3}.example"
+
+
+# uvicorn >= 0.29 restores the default SIGTERM handler after its graceful shutdown and
+# re-raises the signal, so the process dies by it and atexit handlers never run. With
+# lifespan on, the middleware's shutdown flush delivers first; with it off, only the
+# sender itself can (see DESIGN.md "Sender behaviour").
+LIFESPAN_OFF_XFAIL = pytest.mark.xfail(
+    strict=True,
+    reason="sender: uvicorn re-raises SIGTERM after shutdown, so the atexit flush never runs",
+)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param((), id="one-worker"),
+        pytest.param(("--workers", "2"), id="two-workers"),
+        pytest.param(("--lifespan", "off"), id="lifespan-off", marks=LIFESPAN_OFF_XFAIL),
+    ],
+)
+def test_sigterm_delivers_every_profile(
+    app_id: str, collector: CollectorHandle, extra: tuple[str, ...]
+) -> None:
+    server = Uvicorn(app_id, collector.url, *extra)
+    try:
+        server.wait_ready()
+        tokens = drive_ten_users(server.url)
+        # A graceful stop: uvicorn re-raises the SIGTERM it handled once it has shut down.
+        assert server.terminate() in (0, -signal.SIGTERM), server.output()
+    finally:
+        server.kill()
+    assert_all_arrived(collector, app_id, tokens)

@@ -1,0 +1,321 @@
+"""The plain WSGI middleware under werkzeug's test Client, delivering to the real collector."""
+
+from __future__ import annotations
+
+import io
+import wsgiref.util
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import pytest
+from conftest import CollectorHandle
+from flask import Flask, g
+from werkzeug.test import Client, EnvironBuilder
+from werkzeug.wrappers import Request
+
+from moesif_users_middleware.config import ConfigurationError
+from moesif_users_middleware.hooks import capture_stats
+from moesif_users_middleware.sender import _reset_senders_for_tests, get_sender
+from moesif_users_middleware.wsgi import MoesifUsersMiddleware
+from moesif_users_middleware.wsgi_response import ResponseView
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+PEER = {"REMOTE_ADDR": "198.51.100.23"}
+
+
+@pytest.fixture(autouse=True)
+def _no_sender_left() -> Iterator[None]:
+    yield
+    _reset_senders_for_tests()
+
+
+def ignore_start(
+    status: str, headers: list[tuple[str, str]], exc_info: Any = None
+) -> Callable[[bytes], object]:
+    return lambda data: None
+
+
+def deliver(app_id: str, collector: CollectorHandle) -> None:
+    assert get_sender(application_id=app_id, base_url=collector.url).flush(5)
+
+
+def options(app_id: str, collector: CollectorHandle, **extra: Any) -> dict[str, Any]:
+    return {"application_id": app_id, "base_url": collector.url, "flush_interval": 0.2, **extra}
+
+
+def hello_app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    start_response("201 Created", [("Content-Type", "text/plain"), ("X-Custom", "kept")])
+    return [b"hello ", b"world"]
+
+
+def identify_user(request: Request, response: ResponseView) -> str | None:
+    return request.headers.get("X-User")
+
+
+def identify_company(request: Request, response: ResponseView) -> str | None:
+    user = request.headers.get("X-User")
+    return f"co-{user}" if user else None
+
+
+def get_metadata(request: Request, response: ResponseView) -> dict[str, Any]:
+    return {
+        "request": type(request).__name__,
+        "status": response.status_code,
+        "custom": response.header("x-custom"),
+        "headers": len(response.headers or ()),
+    }
+
+
+HOOKS = {
+    "identify_user": identify_user,
+    "identify_company": identify_company,
+    "get_metadata": get_metadata,
+}
+
+
+def test_profile_arrives_with_every_field(app_id: str, collector: CollectorHandle) -> None:
+    client = Client(MoesifUsersMiddleware(hello_app, **options(app_id, collector, **HOOKS)))
+    response = client.get(
+        "/hello?utm_source=ads&utm_medium=cpc",
+        headers={"X-User": "ada", "X-Api-Key": "key-ada", "User-Agent": "ada-cli/2.0"},
+        environ_base=PEER,
+        buffered=True,
+    )
+    assert (response.status, response.get_data()) == ("201 Created", b"hello world")
+    deliver(app_id, collector)
+    profile = collector.get_user(app_id, "ada")
+    assert profile is not None
+    assert profile["company_id"] == "co-ada"
+    assert profile["session_tokens"] == ["key-ada"]
+    assert profile["ip_address"] == "198.51.100.23"
+    assert profile["user_agent_string"] == "ada-cli/2.0"
+    assert profile["campaign"]["utm_source"] == "ads"
+    assert profile["campaign"]["utm_medium"] == "cpc"
+    assert profile["metadata"] == {
+        "request": "Request",
+        "status": 201,
+        "custom": "kept",
+        "headers": 2,
+    }
+
+
+def test_remote_user_is_the_default_user_id(app_id: str, collector: CollectorHandle) -> None:
+    client = Client(MoesifUsersMiddleware(hello_app, **options(app_id, collector)))
+    client.get("/", environ_base={"REMOTE_USER": "alice", **PEER}, buffered=True)
+    client.get("/", environ_base=PEER, buffered=True)  # anonymous: nothing recorded
+    deliver(app_id, collector)
+    assert [profile["user_id"] for profile in collector.list_users(app_id)] == ["alice"]
+
+
+def test_skip_and_anonymous_record_nothing(app_id: str, collector: CollectorHandle) -> None:
+    def skip(request: Request, response: ResponseView) -> bool:
+        return request.path == "/health"
+
+    client = Client(
+        MoesifUsersMiddleware(hello_app, **options(app_id, collector, skip=skip, **HOOKS))
+    )
+    client.get("/health", headers={"X-User": "skipped"}, buffered=True)
+    client.get("/anything", buffered=True)
+    client.get("/anything", headers={"X-User": "kept"}, buffered=True)
+    deliver(app_id, collector)
+    assert [profile["user_id"] for profile in collector.list_users(app_id)] == ["kept"]
+
+
+def test_raising_hooks_leave_the_response_untouched(
+    app_id: str, collector: CollectorHandle
+) -> None:
+    def boom(request: Request, response: ResponseView) -> Any:
+        raise RuntimeError("hook bug")
+
+    bare = Client(hello_app).get("/", buffered=True)
+    errors_before = capture_stats()["hook_errors"]
+    wrapped = MoesifUsersMiddleware(
+        hello_app,
+        **options(
+            app_id,
+            collector,
+            identify_user=identify_user,
+            skip=boom,
+            identify_company=boom,
+            get_metadata=boom,
+            get_session_token=boom,
+        ),
+    )
+    response = Client(wrapped).get("/", headers={"X-User": "lin"}, buffered=True)
+    assert response.status == bare.status
+    assert response.get_data() == bare.get_data()
+    assert sorted(response.headers.items()) == sorted(bare.headers.items())
+    assert capture_stats()["hook_errors"] >= errors_before + 4
+    deliver(app_id, collector)
+    profile = collector.get_user(app_id, "lin")
+    assert profile is not None  # only the broken fields are lost
+    assert not profile.get("metadata")
+
+
+def test_streaming_body_passes_through_lazily(app_id: str, collector: CollectorHandle) -> None:
+    produced: list[int] = []
+
+    def streaming_app(environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        for index in range(3):
+            produced.append(index)
+            yield f"chunk-{index};".encode()
+
+    client = Client(MoesifUsersMiddleware(streaming_app, **options(app_id, collector, **HOOKS)))
+    response = client.get("/stream", headers={"X-User": "streamer"})
+    chunks = iter(response.response)
+    # The client read one chunk to see the status (the generator starts the response).
+    assert produced == [0]
+    assert next(chunks) == b"chunk-0;"
+    assert next(chunks) == b"chunk-1;"
+    assert produced == [0, 1]
+    assert next(chunks) == b"chunk-2;"
+    deliver(app_id, collector)
+    assert collector.get_user(app_id, "streamer") is None  # recorded on close, not before
+    response.close()
+    deliver(app_id, collector)
+    profile = collector.get_user(app_id, "streamer")
+    assert profile is not None
+    assert profile["metadata"]["status"] == 200
+
+
+def test_body_object_is_passed_through_unchanged() -> None:
+    body_closed: list[bool] = []
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"x"
+
+        def close(self) -> None:
+            body_closed.append(True)
+
+    def app(environ: Environ, start_response: StartResponse) -> Body:
+        start_response("200 OK", [])
+        return Body()
+
+    wrapped = MoesifUsersMiddleware(app, application_id="unused", identify_user=lambda q, r: None)
+    environ = EnvironBuilder().get_environ()
+    result = wrapped(environ, ignore_start)
+    assert list(result) == [b"x"]
+    result.close()  # type: ignore[attr-defined]
+    result.close()  # type: ignore[attr-defined]
+    assert body_closed == [True]  # forwarded once
+
+    wrapped.app = hello_app
+    listed = wrapped(environ, ignore_start)
+    assert len(listed) == 2  # type: ignore[arg-type]  # servers set Content-Length from len()
+
+
+def test_file_wrapper_is_handed_to_the_server(app_id: str, collector: CollectorHandle) -> None:
+    source = io.BytesIO(b"file body")
+
+    def file_app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        wrapper: Iterable[bytes] = environ["wsgi.file_wrapper"](source, 4)
+        return wrapper
+
+    wrapped = MoesifUsersMiddleware(file_app, **options(app_id, collector, **HOOKS))
+    environ = EnvironBuilder(headers=[("X-User", "dl")]).get_environ()
+    environ["wsgi.file_wrapper"] = wsgiref.util.FileWrapper
+    result = wrapped(environ, ignore_start)
+    assert isinstance(result, wsgiref.util.FileWrapper)
+    assert b"".join(result) == b"file body"
+    result.close()
+    assert source.closed
+    deliver(app_id, collector)
+    assert collector.get_user(app_id, "dl") is not None
+
+
+def test_generator_app_starting_late(app_id: str, collector: CollectorHandle) -> None:
+    def late_app(environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
+        yield b""  # some apps call start_response only once iterated
+        start_response("202 Accepted", [])
+        yield b"done"
+
+    def never_started(environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
+        return iter(())
+
+    for app, user in ((late_app, "late"), (never_started, "never")):
+        wrapped = MoesifUsersMiddleware(app, **options(app_id, collector, **HOOKS))
+        result = wrapped(EnvironBuilder(headers=[("X-User", user)]).get_environ(), ignore_start)
+        list(result)
+        result.close()  # type: ignore[attr-defined]
+    deliver(app_id, collector)
+    profile = collector.get_user(app_id, "late")
+    assert profile is not None
+    assert profile["metadata"]["status"] == 202
+    assert collector.get_user(app_id, "never") is None  # no response, nothing recorded
+
+
+def test_app_exceptions_propagate_and_record_nothing(
+    app_id: str, collector: CollectorHandle
+) -> None:
+    class AppError(Exception):
+        pass
+
+    def failing_app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        raise AppError("boom")
+
+    client = Client(MoesifUsersMiddleware(failing_app, **options(app_id, collector, **HOOKS)))
+    with pytest.raises(AppError, match="boom"):
+        client.get("/", headers={"X-User": "err"})
+    deliver(app_id, collector)
+    assert collector.get_user(app_id, "err") is None
+
+
+def test_wrapping_a_flask_app_from_outside(app_id: str, collector: CollectorHandle) -> None:
+    app = Flask(__name__)
+
+    @app.get("/me")
+    def me() -> str:
+        g.user = "from-view"
+        return "me"
+
+    seen: list[bool] = []
+
+    def flask_identify(request: Request, response: ResponseView) -> str:
+        seen.append(isinstance(request, Request) and response.status_code == 200)
+        return str(request.args.get("user"))
+
+    app.wsgi_app = MoesifUsersMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, **options(app_id, collector, identify_user=flask_identify)
+    )
+    assert app.test_client().get("/me?user=outer", buffered=True).data == b"me"
+    assert seen == [True]
+    deliver(app_id, collector)
+    assert collector.get_user(app_id, "outer") is not None
+
+
+def test_configuration() -> None:
+    with pytest.raises(ConfigurationError, match="identfy_user"):
+        MoesifUsersMiddleware(hello_app, application_id="a", identfy_user=identify_user)
+
+    async def async_hook(request: Request, response: ResponseView) -> str:
+        return "x"
+
+    with pytest.raises(ConfigurationError, match="async"):
+        MoesifUsersMiddleware(hello_app, application_id="a", get_metadata=async_hook)
+    disabled = MoesifUsersMiddleware(hello_app, enabled=False)
+    body = disabled(EnvironBuilder().get_environ(), ignore_start)
+    assert body == [b"hello ", b"world"]  # the app's own list: nothing wrapped
+    assert "secret-id" not in repr(MoesifUsersMiddleware(hello_app, application_id="secret-id"))
+
+
+def test_a_bug_in_the_middleware_never_reaches_the_response(
+    app_id: str, collector: CollectorHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import moesif_users_middleware.wsgi as adapter
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("library bug")
+
+    client = Client(MoesifUsersMiddleware(hello_app, **options(app_id, collector, **HOOKS)))
+    before = capture_stats()["internal_errors"]
+    for target in ("EnvironView", "call_on_close"):  # one fails after, one before, the response
+        with monkeypatch.context() as patch:
+            patch.setattr(adapter, target, broken)
+            response = client.get("/", headers={"X-User": "bug"}, buffered=True)
+        assert (response.status, response.get_data()) == ("201 Created", b"hello world")
+        assert response.headers["X-Custom"] == "kept"
+    assert capture_stats()["internal_errors"] == before + 2
