@@ -4,11 +4,12 @@
 
 - ``hot``: median us per ``queue_user`` call with the reference's example user, side by
   side (alternating rounds, one process) with ``segment-analytics-python``'s
-  ``Client.identify``. Segment runs with its defaults and ``host=`` pointed at a loopback
+  ``Client.identify``; after each round (untimed) both flush, so no library's background
+  upload runs during another's timed round. Segment runs with its defaults and ``host=`` pointed at a loopback
   sink answering 200 (so its consumer thread really uploads); it is also shown with
   ``send=False`` (message built and validated, never queued) as its lower bound.
 - ``coalesce``: 1,000,000 updates (each different) over 1,000 users into a loopback sink;
-  records and POSTs per flush window (POST bursts separated by > 0.5 s).
+  records and POSTs per flush window (per send cycle of the sender, timed from inside).
 - ``memory``: in a subprocess, 1,000,000 distinct users queued with the API down
   (nothing listening) and default options; peak RSS growth (``ru_maxrss``) and the drop
   count.
@@ -125,7 +126,7 @@ def free_port() -> int:
 
 
 def bench_hot(rounds: int, calls: int) -> None:
-    from segment.analytics import Client as SegmentClient
+    from segment.analytics import Client as SegmentClient  # type: ignore[import-untyped]
 
     logging.getLogger("segment").setLevel(logging.CRITICAL)
     sink = Sink()
@@ -161,20 +162,23 @@ def bench_hot(rounds: int, calls: int) -> None:
         for _ in range(calls):
             identify("12345", dict(traits), context=dict(context))
 
+    # Each case: (timed calls, untimed settling so no background upload overlaps a round).
     cases = {
-        "moesif queue_user (reference user, repeated)": ours_same,
-        "moesif queue_user (distinct users)": ours_distinct,
-        "segment identify (send=True, loopback sink)": segment_identify,
-        "segment identify (send=False, no queue)": segment_identify_nosend,
+        "moesif queue_user (reference user, repeated)": (ours_same, lambda: sender.flush(30)),
+        "moesif queue_user (distinct users)": (ours_distinct, lambda: distinct.flush(60)),
+        "segment identify (send=True, loopback sink)": (segment_identify, segment.flush),
+        "segment identify (send=False, no queue)": (segment_identify_nosend, lambda: None),
     }
     timings: dict[str, list[float]] = {name: [] for name in cases}
-    for case in cases.values():  # warm-up
+    for case, settle in cases.values():  # warm-up
         case()
+        settle()
     for _ in range(rounds):
-        for name, case in cases.items():
+        for name, (case, settle) in cases.items():
             started = time.perf_counter()
             case()
             timings[name].append((time.perf_counter() - started) / calls * 1e6)
+            settle()
     medians = {name: statistics.median(values) for name, values in timings.items()}
     print(f"hot path: {rounds} alternating rounds x {calls:,} calls, median us per call")
     for name, value in medians.items():
@@ -198,6 +202,15 @@ def bench_hot(rounds: int, calls: int) -> None:
 def bench_coalesce(updates: int, users: int) -> None:
     sink = Sink()
     sender = get_sender("bench-" + uuid.uuid4().hex, sink.url)
+    cycles: list[tuple[float, float]] = []  # (start, end) of each send cycle = flush window
+    run_cycle = sender._cycle
+
+    def timed_cycle() -> None:
+        started = time.monotonic()
+        run_cycle()
+        cycles.append((started, time.monotonic()))
+
+    sender._cycle = timed_cycle  # type: ignore[method-assign]
     base = REFERENCE_USER
     started = time.perf_counter()
     queue_user = sender.queue_user
@@ -215,13 +228,10 @@ def bench_coalesce(updates: int, users: int) -> None:
     stats = sender.stats()
     _reset_senders_for_tests()
     sink.stop()
-    windows: list[list[int]] = []
-    last = -1e9
-    for moment, count in sink.posts:
-        if moment - last > 0.5:
-            windows.append([])
-        windows[-1].append(count)
-        last = moment
+    windows: list[list[int]] = [
+        [count for moment, count in sink.posts if start <= moment <= end] for start, end in cycles
+    ]
+    windows = [window for window in windows if window]
     print(f"coalescing: {updates:,} updates over {users:,} users (flush_interval 2 s, defaults)")
     print(f"  queueing took {queued:.2f} s ({queued / updates * 1e6:.2f} us per update)")
     print(
@@ -243,14 +253,15 @@ from moesif_users_middleware.sender import get_sender
 
 users = int(sys.argv[2])
 sender = get_sender("bench-memory", sys.argv[1])
-template = json.loads(sys.argv[3])
+text = sys.argv[3]
 gc.collect()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 started = time.perf_counter()
 accepted = 0
 for i in range(users):
-    user = dict(template)
+    user = json.loads(text)  # fresh nested objects per user, like a real request
     user["user_id"] = f"user-{i}"
+    user["metadata"]["email"] = f"user{i}@acmeinc.com"
     accepted += sender.queue_user(user)
 elapsed = time.perf_counter() - started
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -139,7 +139,8 @@ def _asgi_driver(
         peer = headers.pop("x-demo-peer", "127.0.0.1")
         if peer not in clients:
             clients[peer] = TestClient(app, client=(peer, 50000))
-        return clients[peer].request(method, path, headers=headers, json=body).status_code
+        status: int = clients[peer].request(method, path, headers=headers, json=body).status_code
+        return status
 
     client = TestClient(app, client=("127.0.0.1", 50000))
 

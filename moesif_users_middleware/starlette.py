@@ -22,12 +22,12 @@ blocking hook blocks every request of the worker.
 
 Without ``identify_user``, the user id is ``scope["user"]`` (set by Starlette's
 ``AuthenticationMiddleware``, in any order relative to this one) when it is
-authenticated: its ``identity``, else its ``display_name``.
+authenticated: its ``identity`` (or ``username``).
 
 Only ``http`` scopes are captured; ``websocket`` and other scopes pass straight through.
 On ``lifespan`` shutdown the shared sender is flushed (within ``shutdown_timeout``)
-before the server is told the app has shut down; servers that run no lifespan still
-deliver through the sender's exit hook.
+before the server is told the app has shut down, without blocking the event loop.
+Servers that run no lifespan rely on the sender's own flush at process exit.
 """
 
 from __future__ import annotations
@@ -98,16 +98,14 @@ class MoesifUsersMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope_type = scope["type"]
-        if self.capture is None or scope_type not in ("http", "lifespan"):
-            await self.app(scope, receive, send)
-        elif scope_type == "http":
-            await self._http(scope, receive, send)
-        else:
-            await self.app(scope, receive, self._lifespan_send(send))
+        capture = self.capture
+        if capture is None or scope["type"] != "http":
+            if capture is not None and scope["type"] == "lifespan":
+                send = self._lifespan_send(send)
+            await self.app(scope, receive, send)  # websocket & co. pass straight through
+            return
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the app; once its final body message went out, record the user."""
+        # Per-request state lives in this frame: the response start and "body complete".
         start: Message | None = None
         complete = False
 
@@ -125,14 +123,9 @@ class MoesifUsersMiddleware:
 
         # An exception from the app propagates unchanged, and nothing is recorded.
         await self.app(scope, receive, send_wrapper)
-        if complete and start is not None:
-            await self._record(scope, start)
-
-    async def _record(self, scope: Scope, start: Message) -> None:
-        """Hand the request to the capture core; never raises."""
-        capture = self.capture
-        assert capture is not None
-        try:
+        if not complete or start is None:
+            return
+        try:  # the request must go on whatever happens here
             request: Request | None = None
             response: ResponseView | None = None
             if self.builds_request:
@@ -144,7 +137,7 @@ class MoesifUsersMiddleware:
                 await capture.acapture(view)
             else:
                 capture.capture(view)
-        except Exception as exc:  # the request must go on whatever happens here
+        except Exception as exc:
             hooks.report("internal_errors", _ADAPTER, "record", repr(exc))
 
     def _lifespan_send(self, send: Send) -> Send:

@@ -136,8 +136,10 @@ def assert_all_arrived(collector: CollectorHandle, app_id: str, tokens: dict[str
 # re-raises the signal, so the process dies by it and atexit handlers never run. With
 # lifespan on, the middleware's shutdown flush delivers first; with it off, only the
 # sender itself can (see DESIGN.md "Sender behaviour").
+# Not strict: a periodic send that happens to fall between the last request and the
+# signal would deliver everything and make this pass by chance.
 LIFESPAN_OFF_XFAIL = pytest.mark.xfail(
-    strict=True,
+    strict=False,
     reason="sender: uvicorn re-raises SIGTERM after shutdown, so the atexit flush never runs",
 )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -201,9 +202,10 @@ def test_drops_are_counted_at_the_bound(
     assert accepted.count(True) == 50
     assert accepted[50:] == [False] * 30
     assert sender.queue_user({"user_id": "u3", "company_id": "still-merged"}) is True
+    assert sender.queue_users([{"user_id": "u4"}, {"user_id": "new-one"}]) is False
     stats = sender.stats()
-    assert stats["dropped"] == 30
-    assert stats["queued"] == 51
+    assert stats["dropped"] == 31
+    assert stats["queued"] == 52
     drop_warnings = [r for r in caplog.records if "dropped" in r.getMessage()]
     assert len(drop_warnings) == 1
     assert sender.flush(timeout=10)
@@ -422,3 +424,44 @@ def test_application_id_is_never_in_repr_or_logs(
     assert "pending=" in repr(sender)
     assert caplog.records
     assert all(app_id not in record.getMessage() for record in caplog.records)
+
+
+def test_pid_check_resets_a_sender_copied_without_fork_hooks(
+    collector: CollectorHandle, app_id: str
+) -> None:
+    sender = make_sender(app_id, collector.url)
+    sender.queue_user({"user_id": "from-parent"})
+    sender._pid = -1  # as if this process were a child forked behind Python's back
+    sender.queue_user({"user_id": "from-child"})
+    assert sender.pending == 1
+    assert sender.stats()["queued"] == 1
+    assert sender.flush(timeout=10)
+    assert collector.get_user(app_id, "from-child") is not None
+    assert collector.get_user(app_id, "from-parent") is None
+
+
+def test_warns_once_under_uwsgi_without_threads(
+    collector: CollectorHandle,
+    app_id: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import types
+
+    from moesif_users_middleware import sender as sender_module
+
+    fake = types.ModuleType("uwsgi")
+    fake.opt = {"master": True}  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "uwsgi", fake)
+    monkeypatch.setattr(sender_module, "_uwsgi_warned", False)
+    with caplog.at_level(logging.WARNING, logger="moesif_users_middleware"):
+        make_sender(app_id, collector.url).queue_user({"user_id": "u"})
+        make_sender(app_id + "-2", collector.url).queue_user({"user_id": "u"})
+    warnings = [r for r in caplog.records if "enable-threads" in r.getMessage()]
+    assert len(warnings) == 1
+    monkeypatch.setattr(sender_module, "_uwsgi_warned", False)
+    fake.opt = {"enable-threads": True}  # type: ignore[attr-defined]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="moesif_users_middleware"):
+        make_sender(app_id + "-3", collector.url).queue_user({"user_id": "u"})
+    assert not [r for r in caplog.records if "enable-threads" in r.getMessage()]

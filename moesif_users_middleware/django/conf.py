@@ -21,6 +21,7 @@ __all__ = [
     "EXTRA_OPTIONS",
     "SETTING",
     "DjangoSettings",
+    "parse",
     "raw_settings",
     "read_settings",
     "valid_keys",
@@ -28,7 +29,8 @@ __all__ = [
 
 SETTING = "MOESIF_USERS"
 # Options only the Django adapter understands (lower-case, as build_config expects).
-EXTRA_OPTIONS: tuple[str, ...] = ("force_user_load",)
+# GET_USER_PROFILE is read by the moesif_users_backfill command, not the middleware.
+EXTRA_OPTIONS: tuple[str, ...] = ("force_user_load", "get_user_profile")
 
 
 @dataclass(frozen=True)

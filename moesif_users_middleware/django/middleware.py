@@ -37,7 +37,8 @@ class MoesifUsersMiddleware:
     ``IDENTIFY_USER`` the user id is ``request.user.pk`` when the user is authenticated
     *and was already loaded* by the request; an unloaded lazy user is never forced (that
     would read the session and add ``Vary: Cookie``) unless ``FORCE_USER_LOAD`` is true
-    (under ASGI it is then loaded with ``await request.auser()``).
+    (under ASGI it is then loaded with ``await request.auser()``). A user the view loaded
+    with ``await request.auser()`` is also what ``request.user`` returns in hooks.
 
     Under ASGI the middleware runs on the event loop without a thread hop: ``async def``
     hooks are awaited, plain hooks are called directly and must not touch the database.
@@ -57,7 +58,8 @@ class MoesifUsersMiddleware:
         self.force_user_load = resolved.force_user_load
         self.user_reader = _request_user if self.force_user_load else _loaded_user
         self.async_hooks = self.capture.has_async_hooks
-        # The default user id is the only reader of the user object.
+        # Only the default user id (no IDENTIFY_USER) needs the user: FORCE_USER_LOAD
+        # loads it for that, never for a hook.
         self.reads_user = resolved.config.identify_user is None
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
