@@ -10,9 +10,10 @@
   ``send=False`` (message built and validated, never queued) as its lower bound.
 - ``coalesce``: 1,000,000 updates (each different) over 1,000 users into a loopback sink;
   records and POSTs per flush window (per send cycle of the sender, timed from inside).
-- ``memory``: in a subprocess, 1,000,000 distinct users queued with the API down
-  (nothing listening) and default options; peak RSS growth (``ru_maxrss``) and the drop
-  count.
+- ``memory``: in a subprocess, 1,000,000 distinct users (fresh nested dicts each) queued
+  with the API down (nothing listening) and default options; peak RSS growth
+  (``ru_maxrss``, and Linux ``VmHWM``, which a big parent process cannot inflate) and the
+  drop count.
 - ``e2e``: 100,000 distinct users queued then flushed to the local collector (started
   with ``moesif_users_middleware.collector.serve`` in a subprocess); wall time until
   ``flush`` returns and what the collector stored.
@@ -251,11 +252,20 @@ MEMORY_SCRIPT = """
 import gc, json, resource, sys, time
 from moesif_users_middleware.sender import get_sender
 
+def vm_hwm_kb():
+    # this process's own peak RSS; ru_maxrss also includes the parent's RSS at fork time
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
 users = int(sys.argv[2])
 sender = get_sender("bench-memory", sys.argv[1])
 text = sys.argv[3]
 gc.collect()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before_hwm = vm_hwm_kb()
 started = time.perf_counter()
 accepted = 0
 for i in range(users):
@@ -265,8 +275,10 @@ for i in range(users):
     accepted += sender.queue_user(user)
 elapsed = time.perf_counter() - started
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after_hwm = vm_hwm_kb()
 stats = sender.stats()
 print(json.dumps({"before_kb": before, "after_kb": after, "accepted": accepted,
+                  "before_hwm": before_hwm, "after_hwm": after_hwm,
                   "elapsed": elapsed, "stats": stats, "pending": sender.pending}))
 import os
 os._exit(0)  # skip the exit flush against the dead API
@@ -294,9 +306,10 @@ def bench_memory(users: int) -> None:
     stats = report["stats"]
     growth_mb = (report["after_kb"] - report["before_kb"]) / 1024
     print(f"memory: {users:,} distinct users queued with the API down (defaults)")
+    hwm_mb = (report["after_hwm"] - report["before_hwm"]) / 1024
     print(
         f"  peak RSS growth: {growth_mb:.1f} MB (ru_maxrss {report['before_kb'] / 1024:.1f} -> "
-        f"{report['after_kb'] / 1024:.1f} MB)"
+        f"{report['after_kb'] / 1024:.1f} MB); VmHWM growth {hwm_mb:.1f} MB"
     )
     print(
         f"  accepted {report['accepted']:,}, dropped {stats['dropped']:,} "
@@ -385,12 +398,12 @@ def main() -> None:
     parser.add_argument("--e2e-users", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=100)
     args = parser.parse_args()
+    if args.which in ("memory", "all"):  # first: ru_maxrss counts this process's RSS too
+        bench_memory(args.memory_users)
     if args.which in ("hot", "all"):
         bench_hot(args.rounds, args.calls)
     if args.which in ("coalesce", "all"):
         bench_coalesce(args.updates, args.users)
-    if args.which in ("memory", "all"):
-        bench_memory(args.memory_users)
     if args.which in ("e2e", "all"):
         bench_e2e(args.e2e_users, args.batch_size)
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from .config import ConfigurationError
 from .models import Campaign, User, ValidationError
+from .sender import Sender, get_sender
+from .transport import ApiError, AsyncUsersClient, TransportError, UsersClient
 
 __all__ = [
     "ApiError",
     "AsyncUsersClient",
     "Campaign",
     "ConfigurationError",
+    "Sender",
+    "TransportError",
     "User",
     "UsersClient",
     "ValidationError",

@@ -86,12 +86,18 @@ class ApiError(Exception):
         code = self.status_code
         return code is None or code in (408, 429) or code >= 500
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ApiError, (self.status_code, self.body, self.retry_after, str(self)))
+
 
 class TransportError(ApiError):
     """The request did not complete: connection refused or reset, timeout, protocol error."""
 
     def __init__(self, message: str) -> None:
         super().__init__(None, "", None, message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TransportError, (str(self),))
 
 
 @dataclass(frozen=True)

@@ -426,13 +426,14 @@ def test_application_id_is_never_in_repr_or_logs(
     assert all(app_id not in record.getMessage() for record in caplog.records)
 
 
-def test_pid_check_resets_a_sender_copied_without_fork_hooks(
+def test_pid_check_resets_state_inherited_from_another_process(
     collector: CollectorHandle, app_id: str
 ) -> None:
     sender = make_sender(app_id, collector.url)
-    sender.queue_user({"user_id": "from-parent"})
-    sender._pid = -1  # as if this process were a child forked behind Python's back
-    sender.queue_user({"user_id": "from-child"})
+    with sender._lock:  # state as a parent would leave it: pending, no thread here
+        sender._buffer.add("from-parent", {"user_id": "from-parent"})
+    sender._pid = -1  # the process id changed without the at-fork hook running
+    assert sender.queue_user({"user_id": "from-child"})
     assert sender.pending == 1
     assert sender.stats()["queued"] == 1
     assert sender.flush(timeout=10)

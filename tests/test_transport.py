@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import pickle
 import socket
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -391,3 +392,13 @@ def test_async_timeout_never_hangs(faults: FaultServer) -> None:
 
     with pytest.raises(TransportError):
         asyncio.run(scenario())
+
+
+def test_errors_survive_pickling() -> None:
+    error = pickle.loads(pickle.dumps(ApiError(429, "slow down", 2.5)))
+    assert (error.status_code, error.body, error.retry_after) == (429, "slow down", 2.5)
+    assert str(error) == "Users API answered 429: slow down"
+    network = pickle.loads(pickle.dumps(TransportError("refused")))
+    assert isinstance(network, TransportError)
+    assert network.status_code is None
+    assert str(network) == "refused"
