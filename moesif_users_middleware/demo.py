@@ -175,7 +175,7 @@ def _django_driver(users: list[SimulatedUser], base_url: str, workdir: str) -> t
     out = io.StringIO()
     call_command("seed_demo", users=len(users), password="demo", stdout=out)
     rows = json.loads(out.getvalue())
-    for user, row in zip(users, rows):
+    for user, row in zip(users, rows, strict=True):
         user.token = row["token"]
         user.token_header = "authorization"  # the Django example takes Bearer tokens
         user.extra["username"] = row["username"]
