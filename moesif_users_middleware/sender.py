@@ -46,6 +46,7 @@ from .retry import DEFAULT_RETRY, RetryPolicy, is_retryable_status
 from .sender_batches import Batch, Item, pack, serialize
 from .sender_buffer import DeliveredLog, Entry, PendingBuffer
 from .sender_options import SENDER_OPTIONS, SenderOptions, validate_sender_options
+from .sigterm import install_sigterm_flush
 from .transport import BATCH_PATH, TransportError, UsersClient, compress, normalize_users
 
 __all__ = [
@@ -323,6 +324,7 @@ class Sender:
         self._thread = thread
         self._running = True
         _warn_if_uwsgi_without_threads()
+        install_sigterm_flush(_flush_on_sigterm, _sigterm_timeout)
 
     def _begin_stop(self, deadline: float) -> None:
         with self._lock:
@@ -732,6 +734,16 @@ def shutdown_all(timeout: float | None = None) -> None:
         sender._begin_stop(now + seconds)
     for sender in senders:
         sender._finish_stop()
+
+
+def _sigterm_timeout() -> float:
+    return max(
+        (sender.options.shutdown_timeout for sender in list(_registry.values())), default=0.0
+    )
+
+
+def _flush_on_sigterm() -> None:
+    flush_all(_sigterm_timeout())
 
 
 def _reset_senders_for_tests() -> None:

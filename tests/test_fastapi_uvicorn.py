@@ -134,14 +134,8 @@ def assert_all_arrived(collector: CollectorHandle, app_id: str, tokens: dict[str
 
 # uvicorn >= 0.29 restores the default SIGTERM handler after its graceful shutdown and
 # re-raises the signal, so the process dies by it and atexit handlers never run. With
-# lifespan on, the middleware's shutdown flush delivers first; with it off, only the
-# sender itself can (see DESIGN.md "Sender behaviour").
-# Not strict: a periodic send that happens to fall between the last request and the
-# signal would deliver everything and make this pass by chance.
-LIFESPAN_OFF_XFAIL = pytest.mark.xfail(
-    strict=False,
-    reason="sender: uvicorn re-raises SIGTERM after shutdown, so the atexit flush never runs",
-)
+# lifespan on, the middleware's shutdown flush delivers first; with it off, the sender's
+# own SIGTERM flush does (moesif_users_middleware.sigterm).
 
 
 @pytest.mark.parametrize(
@@ -149,7 +143,7 @@ LIFESPAN_OFF_XFAIL = pytest.mark.xfail(
     [
         pytest.param((), id="one-worker"),
         pytest.param(("--workers", "2"), id="two-workers"),
-        pytest.param(("--lifespan", "off"), id="lifespan-off", marks=LIFESPAN_OFF_XFAIL),
+        pytest.param(("--lifespan", "off"), id="lifespan-off"),
     ],
 )
 def test_sigterm_delivers_every_profile(
