@@ -6,33 +6,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from samples import REFERENCE_USER
 
 from moesif_users_middleware import Campaign, User, ValidationError
 from moesif_users_middleware.models import normalize_user
-
-REFERENCE_USER: dict[str, Any] = {
-    "user_id": "12345",
-    "company_id": "67890",
-    "session_token": "XXXXXXXXXX",
-    "campaign": {
-        "utm_source": "google",
-        "utm_medium": "cpc",
-        "utm_campaign": "adwords",
-        "utm_term": "api+tooling",
-        "utm_content": "landing",
-    },
-    "metadata": {
-        "email": "john@acmeinc.com",
-        "first_name": "John",
-        "last_name": "Doe",
-        "title": "Software Engineer",
-        "sales_info": {
-            "stage": "Customer",
-            "lifetime_value": 24000,
-            "account_owner": "mary@contoso.com",
-        },
-    },
-}
 
 
 class Unserializable:

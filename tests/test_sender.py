@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from samples import REFERENCE_USER
 from servers import CollectorHandle, ServerThread
 
 from moesif_users_middleware import ConfigurationError, User, ValidationError
@@ -32,29 +33,6 @@ FAST_RETRY = RetryPolicy(
     cycle_backoff_base=0.02,
     cycle_backoff_cap=0.1,
 )
-REFERENCE_USER: dict[str, Any] = {
-    "user_id": "12345",
-    "company_id": "67890",
-    "session_token": "XXXXXXXXXX",
-    "campaign": {
-        "utm_source": "google",
-        "utm_medium": "cpc",
-        "utm_campaign": "adwords",
-        "utm_term": "api+tooling",
-        "utm_content": "landing",
-    },
-    "metadata": {
-        "email": "john@acmeinc.com",
-        "first_name": "John",
-        "last_name": "Doe",
-        "title": "Software Engineer",
-        "sales_info": {
-            "stage": "Customer",
-            "lifetime_value": 24000,
-            "account_owner": "mary@contoso.com",
-        },
-    },
-}
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from faults import Blackhole, FaultServer, Reply, Reset
+from samples import REFERENCE_USER
 from servers import CollectorHandle
 
 from moesif_users_middleware import ConfigurationError, User, ValidationError
@@ -27,29 +28,6 @@ from moesif_users_middleware.transport import (
     parse_retry_after,
 )
 
-REFERENCE_USER: dict[str, Any] = {
-    "user_id": "12345",
-    "company_id": "67890",
-    "session_token": "XXXXXXXXXX",
-    "campaign": {
-        "utm_source": "google",
-        "utm_medium": "cpc",
-        "utm_campaign": "adwords",
-        "utm_term": "api+tooling",
-        "utm_content": "landing",
-    },
-    "metadata": {
-        "email": "john@acmeinc.com",
-        "first_name": "John",
-        "last_name": "Doe",
-        "title": "Software Engineer",
-        "sales_info": {
-            "stage": "Customer",
-            "lifetime_value": 24000,
-            "account_owner": "mary@contoso.com",
-        },
-    },
-}
 SECRET_ID = "app-id-that-must-stay-secret-7f3a"
 
 
