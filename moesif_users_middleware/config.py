@@ -42,7 +42,14 @@ def resolve_application_id(application_id: str | None) -> str:
         raise ConfigurationError(
             "application_id is required: pass application_id=... or set MOESIF_APPLICATION_ID"
         )
-    return value.strip()
+    value = value.strip()
+    # It travels as an HTTP header value: visible ASCII only (the message must not echo it).
+    if not value.isascii() or not value.isprintable():
+        raise ConfigurationError(
+            "application_id must be printable ASCII (it is sent as an HTTP header); "
+            "check MOESIF_APPLICATION_ID for stray characters"
+        )
+    return value
 
 
 def resolve_base_url(base_url: str | None) -> str:

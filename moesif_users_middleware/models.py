@@ -86,6 +86,28 @@ def parse_timestamp(value: object, field: str = "modified_time") -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# Python refuses to print ints of more than 4300 digits (and JSON peers choke well before).
+MAX_JSON_INT = 10**4000
+
+
+def is_valid_text(text: str) -> bool:
+    """Whether ``text`` encodes to UTF-8 (no lone surrogates); O(1) for ASCII text."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_text(text: str, field: str) -> str:
+    """Return ``text``, or raise ``ValidationError`` when it is not valid Unicode."""
+    if not is_valid_text(text):
+        raise ValidationError(field, "not valid Unicode text (lone surrogate)")
+    return text
+
+
 def check_json_value(value: object, field: str, depth: int = 0) -> None:
     """Raise ``ValidationError`` unless ``value`` is plain, finite JSON (str keys only)."""
     if _is_plain_json(value, depth):
@@ -104,11 +126,19 @@ def _is_plain_json(value: object, depth: int) -> bool:
         if depth >= MAX_METADATA_DEPTH:
             return False
         for key, item in value.items():  # type: ignore[attr-defined]
-            if type(key) is not str:
+            if type(key) is not str or not (key.isascii() or is_valid_text(key)):
                 return False
             item_kind = type(item)
-            if item_kind is str or item_kind is int or item_kind is bool or item is None:
+            if item_kind is str:
+                if item.isascii() or is_valid_text(item):
+                    continue
+                return False
+            if item_kind is bool or item is None:
                 continue
+            if item_kind is int:
+                if -MAX_JSON_INT < item < MAX_JSON_INT:
+                    continue
+                return False
             if item_kind is float:
                 if item - item != 0.0:  # NaN or infinity
                     return False
@@ -120,23 +150,42 @@ def _is_plain_json(value: object, depth: int) -> bool:
             return False
         for item in value:  # type: ignore[attr-defined]
             item_kind = type(item)
-            if item_kind is str or item_kind is int or item_kind is bool or item is None:
+            if item_kind is str:
+                if item.isascii() or is_valid_text(item):
+                    continue
+                return False
+            if item_kind is bool or item is None:
                 continue
+            if item_kind is int:
+                if -MAX_JSON_INT < item < MAX_JSON_INT:
+                    continue
+                return False
             if item_kind is float:
                 if item - item != 0.0:
                     return False
             elif not _is_plain_json(item, depth + 1):
                 return False
         return True
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind is str:
+        return is_valid_text(value)  # type: ignore[arg-type]
+    if kind is int:
+        return -MAX_JSON_INT < value < MAX_JSON_INT  # type: ignore[operator]
+    if kind is bool or value is None:
         return True
     return kind is float and value - value == 0.0  # type: ignore[operator]
 
 
 def _check_json_value(value: object, field: str, depth: int = 0) -> None:
-    kind = type(value)
-    if kind is str or kind is bool or kind is int or value is None:
+    if isinstance(value, str):
+        check_text(value, field)
         return
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, int):
+        if not -MAX_JSON_INT < value < MAX_JSON_INT:
+            raise ValidationError(field, "integer too large for JSON (over 4000 digits)")
+        return
+    kind = type(value)
     if kind is float:
         if not math.isfinite(value):  # type: ignore[arg-type]
             raise ValidationError(field, "NaN and infinity are not valid JSON")
@@ -147,13 +196,16 @@ def _check_json_value(value: object, field: str, depth: int = 0) -> None:
         for key, item in value.items():
             if type(key) is not str:
                 raise ValidationError(field, f"keys must be strings, not {_kind(key)}")
+            check_text(key, field)
             _check_json_value(item, f"{field}.{key}", depth + 1)
         return
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
             _check_json_value(item, f"{field}[{index}]", depth + 1)
         return
-    if isinstance(value, (str, int, float)):  # subclasses (enums, numpy-free str/int types)
+    if isinstance(value, float):  # subclasses
+        if not math.isfinite(value):
+            raise ValidationError(field, "NaN and infinity are not valid JSON")
         return
     raise ValidationError(field, f"{_kind(value)} is not JSON-serializable")
 
@@ -165,7 +217,7 @@ def normalize_campaign(value: object, field: str = "campaign") -> dict[str, str]
     if type(value) is dict:
         fast: dict[str, str] = {}
         for key, item in value.items():
-            if type(item) is str and key in _CAMPAIGN_FIELD_SET:
+            if type(item) is str and key in _CAMPAIGN_FIELD_SET and is_valid_text(item):
                 fast[key] = item
             elif item is not None or key not in _CAMPAIGN_FIELD_SET:
                 break  # unusual input: the general path below names the problem
@@ -186,7 +238,7 @@ def normalize_campaign(value: object, field: str = "campaign") -> dict[str, str]
             continue
         if not isinstance(item, str):
             raise ValidationError(f"{field}.{key}", f"must be a string, not {_kind(item)}")
-        out[key] = item
+        out[key] = check_text(item, f"{field}.{key}")
     return out or None
 
 
@@ -210,14 +262,14 @@ def normalize_user(value: object, field: str = "user") -> dict[str, Any]:
         raise ValidationError("user_id", "must not be empty")
     if len(user_id) > MAX_ID_LENGTH:
         raise ValidationError("user_id", f"longer than {MAX_ID_LENGTH} characters")
-    out: dict[str, Any] = {"user_id": user_id}
+    out: dict[str, Any] = {"user_id": check_text(user_id, "user_id")}
     for key, item in value.items():
         if key == "user_id" or item is None:
             continue
         if key in _STRING_FIELD_SET:
             if type(item) is not str:
                 raise ValidationError(key, f"must be a string, not {_kind(item)}")
-            out[key] = item
+            out[key] = check_text(item, key)
         elif key == "metadata":
             if type(item) is dict:
                 if not _is_plain_json(item, 0):

@@ -9,7 +9,14 @@ once the script is used up; it records every request in ``received``. Actions:
   headers={"Retry-After": "1"})``; ``delay`` answers slowly.
 - ``TooLarge(max_records)``: 413 for a batch of more than ``max_records``, else ``Accept``.
 - ``Reset()``: close the connection with a TCP reset, no answer.
-- ``Blackhole()``: read the request and never answer (until the server stops).
+- ``Blackhole()``: read the request and never answer (until ``release()`` or the server
+  stops; then the connection is closed without an answer).
+- ``AcceptThenReset()``: forward the request (the collector stores it), then reset the
+  connection: the client never learns that it was accepted.
+- ``Truncate()``: a 201 status line and headers, part of the promised body, then close.
+- ``Garbage(data)``: bytes that are not HTTP, then close.
+- ``Drip(interval)``: a 201 answer whose body trickles in one byte per ``interval``.
+- ``Cycle(*actions)``: the given actions in turn, one per request, round and round.
 
 Usage::
 
@@ -37,13 +44,18 @@ import httpx
 
 __all__ = [
     "Accept",
+    "AcceptThenReset",
     "Action",
     "Blackhole",
+    "Cycle",
+    "Drip",
     "FaultServer",
+    "Garbage",
     "Received",
     "Reply",
     "Reset",
     "TooLarge",
+    "Truncate",
 ]
 
 
@@ -57,6 +69,7 @@ class Received:
     raw_body: bytes
     time: float
     status: int | None = None
+    forwarded: bool = False  # the body reached the real collector (whatever was answered)
 
     @property
     def body(self) -> bytes:
@@ -113,21 +126,26 @@ class Accept(Action):
     def respond(self, handler: _Handler, request: Received) -> None:
         if self.delay and handler.fault_server.stopped.wait(self.delay):
             return
-        target = handler.fault_server.forward_to
-        if target is None:
-            count = len(request.records)
-            handler.answer(request, 201, json.dumps({"records": count}).encode(), {})
-            return
-        forwarded = {
-            key: value
-            for key, value in request.headers.items()
-            if key in ("x-moesif-application-id", "content-type", "content-encoding")
-        }
-        response = handler.fault_server.http.post(
-            target + request.path, content=request.raw_body, headers=forwarded
-        )
-        headers = {"Content-Type": response.headers.get("content-type", "application/json")}
-        handler.answer(request, response.status_code, response.content, headers)
+        status, payload, headers = _forward(handler, request)
+        handler.answer(request, status, payload, headers)
+
+
+def _forward(handler: _Handler, request: Received) -> tuple[int, bytes, dict[str, str]]:
+    """The real collector's answer to ``request`` (or a plain 201 without ``forward_to``)."""
+    target = handler.fault_server.forward_to
+    if target is None:
+        return 201, json.dumps({"records": len(request.records)}).encode(), {}
+    forwarded = {
+        key: value
+        for key, value in request.headers.items()
+        if key in ("x-moesif-application-id", "content-type", "content-encoding")
+    }
+    response = handler.fault_server.http.post(
+        target + request.path, content=request.raw_body, headers=forwarded
+    )
+    request.forwarded = True
+    headers = {"Content-Type": response.headers.get("content-type", "application/json")}
+    return response.status_code, response.content, headers
 
 
 @dataclass
@@ -147,18 +165,95 @@ class Reset(Action):
     """Drop the connection with a TCP RST instead of answering."""
 
     def respond(self, handler: _Handler, request: Received) -> None:
-        handler.close_connection = True
-        connection = handler.connection
-        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        connection.close()
+        _reset(handler)
+
+
+def _reset(handler: _Handler) -> None:
+    handler.close_connection = True
+    connection = handler.connection
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    connection.close()
 
 
 class Blackhole(Action):
-    """Never answer (the connection stays open until the server stops)."""
+    """Never answer; the connection is closed unanswered on ``release()`` or server stop."""
 
     def respond(self, handler: _Handler, request: Received) -> None:
-        handler.fault_server.stopped.wait()
+        handler.fault_server.released.wait()
         handler.close_connection = True
+
+
+class AcceptThenReset(Action):
+    """Forward the request (it is stored), then reset the connection instead of answering."""
+
+    def respond(self, handler: _Handler, request: Received) -> None:
+        _forward(handler, request)
+        _reset(handler)
+
+
+class Truncate(Action):
+    """Status line and headers of a 201, part of the promised body, then close."""
+
+    def respond(self, handler: _Handler, request: Received) -> None:
+        handler.close_connection = True
+        handler.send_response(201)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", "100")
+        handler.end_headers()
+        handler.wfile.write(b'{"records": ')
+        handler.wfile.flush()
+
+
+@dataclass
+class Garbage(Action):
+    """Answer with bytes that are not HTTP, then close."""
+
+    data: bytes = b"\x00\xffnot http at all\r\n\r\n"
+
+    def respond(self, handler: _Handler, request: Received) -> None:
+        handler.close_connection = True
+        handler.wfile.write(self.data)
+        handler.wfile.flush()
+
+
+@dataclass
+class Drip(Action):
+    """A 201 whose ``size``-byte body arrives one byte per ``interval`` seconds (slowloris)."""
+
+    interval: float
+    size: int = 40
+
+    def respond(self, handler: _Handler, request: Received) -> None:
+        body = json.dumps({"records": len(request.records)}).encode().ljust(self.size)
+        handler.send_response(201)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.flush()
+        for index in range(len(body)):
+            if handler.fault_server.stopped.wait(self.interval):
+                handler.close_connection = True
+                return
+            handler.wfile.write(body[index : index + 1])
+            handler.wfile.flush()
+        request.status = 201
+
+
+class Cycle(Action):
+    """The given actions in turn, one per request (thread-safe)."""
+
+    def __init__(self, *actions: Action) -> None:
+        if not actions:
+            raise ValueError("Cycle needs at least one action")
+        self.actions = actions
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def respond(self, handler: _Handler, request: Received) -> None:
+        with self._lock:
+            action = self.actions[self._next % len(self.actions)]
+            self._next += 1
+        action.respond(handler, request)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -223,6 +318,7 @@ class FaultServer:
         self.mode: Action = mode or Accept()
         self.received: list[Received] = []
         self.stopped = threading.Event()
+        self.released = threading.Event()  # set: blackholed requests are closed unanswered
         self.http = httpx.Client(timeout=10.0)
         self._script: deque[Action] = deque()
         self._lock = threading.Lock()
@@ -262,8 +358,13 @@ class FaultServer:
         self._thread.start()
         return self
 
+    def release(self) -> None:
+        """Close blackholed connections (current and future ones) without an answer."""
+        self.released.set()
+
     def stop(self) -> None:
         self.stopped.set()
+        self.released.set()
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:
