@@ -575,14 +575,18 @@ class Sender:
         client = self._get_client()
         attempt = 0
         while True:
-            deadline = min(batch_deadline, self._deadline_cap())
+            cap = self._deadline_cap()
+            deadline = min(batch_deadline, cap)
             now = _monotonic()
             if now >= deadline:
                 return _GIVE_UP, None, ""
             retry_after: float | None = None
             try:
+                # The batch deadline decides whether an attempt starts, not how long it may
+                # take: a late attempt cut short could time out after the API stored the
+                # batch, and the batch would be sent twice. Only shutdown cuts it short.
                 response = client.post_body(
-                    BATCH_PATH, body, encoding, timeout=min(self.options.timeout, deadline - now)
+                    BATCH_PATH, body, encoding, timeout=min(self.options.timeout, cap - now)
                 )
             except TransportError as exc:
                 problem = str(exc)
