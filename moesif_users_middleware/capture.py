@@ -21,7 +21,7 @@ import enum
 import inspect
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal
 from uuid import UUID
 
@@ -131,7 +131,66 @@ class Capture:
         if not self._enabled:
             return False
         try:
-            return self._capture(view)
+            # The hot path: hooks are called inline (no helper frame) and the common
+            # results (False/None from skip, a plain string id) taken without a helper.
+            request = view.request
+            response = view.response
+            hook = self._skip
+            if hook is not None:
+                try:
+                    result: Any = hook(request, response)
+                except Exception as exc:
+                    result = self._raised("skip", exc)
+                if result is not False and result is not None and self._to_skip(result):
+                    count("skipped")
+                    return False
+            hook = self._identify_user
+            if hook is None:
+                user_id = self._user_id(view, UNSET)
+            else:
+                try:
+                    result = hook(request, response)
+                except Exception as exc:
+                    result = self._raised("identify_user", exc)
+                if (
+                    type(result) is str
+                    and 0 < len(result) <= MAX_ID_LENGTH
+                    and not result.isspace()
+                ):
+                    user_id = result
+                else:
+                    user_id = self._user_id(view, result)
+            if user_id is None:
+                return False
+            company: Any = UNSET
+            hook = self._identify_company
+            if hook is not None:
+                try:
+                    company = hook(request, response)
+                except Exception as exc:
+                    company = self._raised("identify_company", exc)
+            token: Any = UNSET
+            hook = self._get_session_token
+            if hook is not None:
+                try:
+                    token = hook(request, response)
+                except Exception as exc:
+                    token = self._raised("get_session_token", exc)
+            metadata: Any = UNSET
+            hook = self._get_metadata
+            if hook is not None:
+                try:
+                    metadata = hook(request, response)
+                except Exception as exc:
+                    metadata = self._raised("get_metadata", exc)
+            campaign: Any = UNSET
+            hook = self._get_campaign
+            if hook is not None:
+                try:
+                    campaign = hook(request, response)
+                except Exception as exc:
+                    campaign = self._raised("get_campaign", exc)
+            return self._queue(view, user_id, company, token, metadata, campaign)
         except Exception as exc:
             self._internal_error(exc)
             return False
@@ -145,35 +204,6 @@ class Capture:
         except Exception as exc:
             self._internal_error(exc)
             return False
-
-    def _capture(self, view: RequestView) -> bool:
-        request = view.request
-        response = view.response
-        call = self._call
-        hook = self._skip
-        if hook is not None and self._to_skip(call("skip", hook, request, response)):
-            count("skipped")
-            return False
-        hook = self._identify_user
-        user_id = self._user_id(
-            view, UNSET if hook is None else call("identify_user", hook, request, response)
-        )
-        if user_id is None:
-            return False
-        company, token, metadata, campaign = (
-            self._identify_company,
-            self._get_session_token,
-            self._get_metadata,
-            self._get_campaign,
-        )
-        return self._queue(
-            view,
-            user_id,
-            UNSET if company is None else call("identify_company", company, request, response),
-            UNSET if token is None else call("get_session_token", token, request, response),
-            UNSET if metadata is None else call("get_metadata", metadata, request, response),
-            UNSET if campaign is None else call("get_campaign", campaign, request, response),
-        )
 
     async def _acapture(self, view: RequestView) -> bool:
         request = view.request
@@ -208,12 +238,9 @@ class Capture:
 
     # -- calling hooks -------------------------------------------------------------------
 
-    def _call(self, name: str, hook: Hook, request: Any, response: Any) -> Any:
-        try:
-            return hook(request, response)
-        except Exception as exc:
-            self._hook_error(name, "raised", f"raised {_describe(exc)}")
-            return FAILED
+    def _raised(self, name: str, exc: Exception) -> _FailedType:
+        self._hook_error(name, "raised", f"raised {_describe(exc)}")
+        return FAILED
 
     async def _acall(self, name: str, hook: Hook, request: Any, response: Any) -> Any:
         try:
@@ -226,8 +253,7 @@ class Capture:
                 result = await result
             return result
         except Exception as exc:
-            self._hook_error(name, "raised", f"raised {_describe(exc)}")
-            return FAILED
+            return self._raised(name, exc)
 
     def _hook_error(self, name: str, kind: str, detail: str) -> None:
         report("hook_errors", self._labels.get(name, name), kind, detail, self._secret)
@@ -326,14 +352,22 @@ class Capture:
     def _to_metadata(self, result: object) -> dict[str, Any] | None:
         if result is None or result is FAILED:
             return None
-        if not isinstance(result, Mapping):
-            self._wrong_type("get_metadata", result, "a dict or None")
-            return None
-        try:
-            metadata, bound = _json_object(result, 0)
-        except ValidationError as exc:
-            self._invalid("get_metadata", "not JSON", f"returned metadata that is not JSON: {exc}")
-            return None
+        # The common shape (plain dicts of str keys and simple values) is checked by
+        # _plain_bound; anything else, valid or not, goes through _json_object.
+        bound = _plain_bound(result, 0) if type(result) is dict else None
+        if bound is not None:
+            metadata: dict[str, Any] = result  # type: ignore[assignment]
+        else:
+            if not isinstance(result, Mapping):
+                self._wrong_type("get_metadata", result, "a dict or None")
+                return None
+            try:
+                metadata, bound = _json_object(result, 0)
+            except ValidationError as exc:
+                self._invalid(
+                    "get_metadata", "not JSON", f"returned metadata that is not JSON: {exc}"
+                )
+                return None
         if bound > MAX_METADATA_LENGTH:
             # The estimate is generous; measure before dropping.
             size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False))
@@ -396,14 +430,16 @@ class Capture:
             return FAILED
         return user_id
 
-    def _default_token(self, view: RequestView) -> str | None:
-        authorization = view.header("authorization")
+    def _default_token(self, header: Callable[[str], str | None]) -> str | None:
+        authorization = header("authorization")
         if authorization:
             token = token_from_authorization(authorization)
             if token:
+                if len(token) <= MAX_TOKEN_LENGTH:
+                    return token  # the common case of _checked_token, inline
                 return self._checked_token("session token header", token)
         for name in self._token_headers:
-            value = view.header(name)
+            value = header(name)
             if value:
                 token = (
                     token_from_authorization(value) if name == "authorization" else value.strip()
@@ -412,15 +448,17 @@ class Capture:
                     return self._checked_token("session token header", token)
         return None
 
-    def _default_campaign(self, view: RequestView) -> dict[str, str] | None:
+    def _default_campaign(
+        self, view: RequestView, header: Callable[[str], str | None]
+    ) -> dict[str, str] | None:
         query = view.query_string
-        referer = view.header("referer")
+        referer = header("referer")
         if referer is None:
             if not query or ("utm_" not in query and "gclid" not in query):
                 return None
             key: tuple[str, str | None, str | None] = (query, None, None)
         else:
-            key = (query, referer, view.header("host"))
+            key = (query, referer, header("host"))
         # Landing pages see the same utm query (and referrers) from many visitors.
         cache = self._campaigns
         try:
@@ -447,17 +485,20 @@ class Capture:
     ) -> bool:
         """Turn the optional hooks' results (``UNSET``: not configured) into the update."""
         record: dict[str, Any] = {"user_id": user_id}
-        if company is not UNSET:
+        if type(company) is str and 0 < len(company) <= MAX_ID_LENGTH and not company.isspace():
+            record["company_id"] = company  # the common case of _to_id, inline
+        elif company is not UNSET:
             company = self._to_id("identify_company", company)
             if company is not None and company is not FAILED:
                 record["company_id"] = company
-        token = self._default_token(view) if token is UNSET else self._to_token(token)
+        header = view.header
+        token = self._default_token(header) if token is UNSET else self._to_token(token)
         if token is not None:
             record["session_token"] = token
-        ip = self._resolver.resolve(view.peer, view.header)
+        ip = self._resolver.resolve(view.peer, header)
         if ip is not None:
             record["ip_address"] = ip
-        agent = view.header("user-agent")
+        agent = header("user-agent")
         if agent:
             if len(agent) > self._max_ua:
                 agent = agent[: self._max_ua]
@@ -466,7 +507,7 @@ class Capture:
                 )
             record["user_agent_string"] = agent
         if campaign is UNSET:
-            campaign = self._default_campaign(view) if self._capture_campaign else None
+            campaign = self._default_campaign(view, header) if self._capture_campaign else None
         else:
             campaign = self._to_campaign(campaign)
         if campaign is not None:
@@ -475,7 +516,10 @@ class Capture:
             metadata = self._to_metadata(metadata)
             if metadata is not None:
                 record["metadata"] = metadata
-        if self.sender.queue_validated(record):
+        sender = self._sender
+        if sender is None:
+            sender = self.sender
+        if sender.queue_validated(record):
             count("captured")
             return True
         return False
@@ -549,6 +593,64 @@ def _describe(exc: BaseException) -> str:
     if len(message) > 300:
         message = message[:300] + "..."
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _plain_bound(value: dict[Any, Any], depth: int) -> int | None:
+    """:func:`_json_object`'s bound for a dict it would return unchanged; else ``None``.
+
+    Covers dicts with ``str`` keys whose values are ``str``, ``bool``, ``None``, small
+    ``int``, finite ``float``, such dicts, and lists of ``str``/``bool``/``None``/``int``
+    (exact types only). Returns ``None``, never raises, for anything else, including
+    what is invalid: the caller then runs :func:`_json_object`, which reports it. The
+    bound is the same number :func:`_json_object` computes.
+    """
+    if depth >= MAX_METADATA_DEPTH:
+        return None
+    try:
+        bound = 2 + 6 * len("".join(value))  # raises unless every key is a str
+    except TypeError:
+        return None
+    for item in value.values():
+        kind = type(item)
+        if kind is str:
+            bound += 6 * len(item) + 6
+        elif kind is bool or item is None or (kind is int and -_BIG_INT < item < _BIG_INT):
+            bound += 30
+        elif kind is dict:
+            size = _plain_bound(item, depth + 1)
+            if size is None:
+                return None
+            bound += size + 4
+        elif kind is float:
+            if item - item != 0.0:  # NaN or infinity
+                return None
+            bound += 36
+        elif kind is list:
+            size = _plain_list_bound(item, depth + 1)
+            if size is None:
+                return None
+            bound += size + 4
+        else:
+            return None
+    return bound
+
+
+def _plain_list_bound(items: list[Any], depth: int) -> int | None:
+    """:func:`_json_value`'s bound for a list of ``str``/``bool``/``None``/``int``; else ``None``."""
+    if depth >= MAX_METADATA_DEPTH:
+        return None
+    bound = 2
+    for element in items:
+        kind = type(element)
+        if kind is str:
+            bound += 6 * len(element) + 3
+        elif kind is bool or element is None:
+            bound += 9
+        elif kind is int:
+            bound += 9 + element.bit_length() // 3
+        else:
+            return None
+    return bound
 
 
 def _json_object(value: Mapping[Any, Any], depth: int) -> tuple[dict[str, Any], int]:

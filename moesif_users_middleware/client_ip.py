@@ -37,7 +37,7 @@ import ipaddress
 import re
 import socket
 from collections.abc import Callable, Iterable, Sequence
-from typing import Literal, TypeVar
+from typing import Final, Literal, TypeVar
 
 __all__ = ["DEFAULT_TRUSTED_PROXIES", "UNIX_PEER", "ClientIpResolver"]
 
@@ -82,6 +82,10 @@ _V = TypeVar("_V")
 class _Result(enum.Enum):
     MISS = 0  # not in the cache
     ABSENT = 1  # the header holds no hop: try the next one
+
+
+_MISS: Final = _Result.MISS  # module constants: cheaper to load than enum attributes
+_ABSENT: Final = _Result.ABSENT
 
 
 class ClientIpResolver:
@@ -137,12 +141,12 @@ class ClientIpResolver:
                     if not value:
                         continue
                 key = (name, peer, value)
-                result = cache.get(key, _Result.MISS)
-                if result is _Result.MISS:
+                result = cache.get(key, _MISS)
+                if result is _MISS:
                     result = self._walk(name, value, client)
                     if len(value) <= _MAX_CACHED_KEY_LEN:
                         _store(cache, key, result, self._cache_size)
-                if result is _Result.ABSENT:
+                if result is _ABSENT:
                     continue
                 return result
             return client

@@ -50,7 +50,7 @@ Responses sent with ``direct_passthrough`` (``send_file``) are handled too; a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextvars import Context, copy_context
+from contextvars import copy_context
 from functools import partial
 from types import ModuleType
 from typing import Any
@@ -150,33 +150,31 @@ class FlaskState:
         )
         self._uses_login: bool | None = None if self.flask_login is not None else False
         self.reads_jwt = config.jwt_user_id_claim is not None
+        self._run = self._record  # bound once, not per request
 
     def after_request(self, response: Response) -> Response:
         """Arrange for the user to be recorded once the server closes ``response``."""
         try:
-            self._defer(response)
+            login = self._uses_login
+            if login is None:
+                login = self._uses_login = getattr(self.app, "login_manager", None) is not None
+            user_id: str | None = None
+            if login:
+                # The id is read now, while the request's database session is still open
+                # (a committed, then detached, ORM user cannot be read after teardown).
+                user_id = self._login_user_id()
+                if user_id is None and not self.reads_jwt:
+                    return response  # anonymous: nothing would be recorded
+            deferred = _Deferred(copy_context().run, self._run, [response], login, user_id)
+            if response.direct_passthrough:
+                # The server gets `response.response` itself; Response.close() may never run.
+                response.response = call_on_close(
+                    response.response, deferred, request.environ.get("wsgi.file_wrapper")
+                )
+            response.call_on_close(deferred)
         except Exception as exc:  # the response must go out whatever happens here
             hooks.report("internal_errors", _ADAPTER, "after_request", repr(exc))
         return response
-
-    def _defer(self, response: Response) -> None:
-        login = self._uses_login
-        if login is None:
-            login = self._uses_login = getattr(self.app, "login_manager", None) is not None
-        user_id: str | None = None
-        if login:
-            # The id is read now, while the request's database session is still open
-            # (a committed, then detached, ORM user cannot be read after teardown).
-            user_id = self._login_user_id()
-            if user_id is None and not self.reads_jwt:
-                return  # anonymous: nothing would be recorded
-        deferred = _Deferred(self, response, login, user_id)
-        if response.direct_passthrough:
-            # The server gets `response.response` itself and Response.close() may never run.
-            response.response = call_on_close(
-                response.response, deferred, request.environ.get("wsgi.file_wrapper")
-            )
-        response.call_on_close(deferred)
 
     def _login_user_id(self) -> str | None:
         if self.force_user_load:
@@ -187,12 +185,16 @@ class FlaskState:
             user = g.get("_login_user")
         return user_id_from_object(user)
 
-    def _record(self, response: Response, login: bool, user_id: str | None) -> None:
-        """Run capture (inside the request's copied context); never raises."""
+    def _record(self, box: list[Response], login: bool, user_id: str | None) -> None:
+        """Capture the boxed response on its first close (in the request's copied context).
+
+        Never raises; later closes find the box empty and do nothing.
+        """
         capture = self.capture
-        if capture is None:
+        if capture is None or not box:
             return
         try:
+            response = box.pop()
             native = request._get_current_object()  # type: ignore[attr-defined]
             auth_user = partial(_identity, user_id) if login else None
             capture.capture(EnvironView(native.environ, native, response, auth_user))
@@ -203,31 +205,17 @@ class FlaskState:
         return f"FlaskState(app={self.app.name!r}, enabled={self.capture is not None})"
 
 
-class _Deferred:
-    """One response's pending capture, run by the first close; then it lets go of everything.
+class _Deferred(partial[None]):
+    """One response's pending capture: ``context.run(state._record, [response], ...)``.
 
-    The response holds this object (a close callback) and this object holds the response:
-    dropping the references once run breaks that cycle, so the request's objects are freed
-    by reference counting, as in a bare app, not left for the cyclic garbage collector.
+    A ``partial`` (built and called in C) run by the first close. The response holds
+    this callback and the callback holds the response, in a one-element list that the
+    first run empties: that breaks the cycle, so the request's objects are freed by
+    reference counting, as in a bare app, not left for the cyclic garbage collector;
+    later closes find the list empty and do nothing.
     """
 
-    __slots__ = ("context", "login", "response", "state", "user_id")
-
-    def __init__(
-        self, state: FlaskState, response: Response, login: bool, user_id: str | None
-    ) -> None:
-        self.context: Context | None = copy_context()  # constant time: an immutable map
-        self.state: FlaskState | None = state
-        self.response: Response | None = response
-        self.login = login
-        self.user_id = user_id
-
-    def __call__(self) -> None:
-        context, state, response = self.context, self.state, self.response
-        if context is None or state is None or response is None:
-            return  # ran already
-        self.context = self.state = self.response = None
-        context.run(state._record, response, self.login, self.user_id)
+    __slots__ = ()
 
 
 def _identity(value: str | None) -> str | None:

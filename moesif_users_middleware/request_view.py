@@ -128,22 +128,23 @@ class EnvironView(RequestView):
 
     @property
     def query_string(self) -> str:
-        return _text(self._environ.get("QUERY_STRING")) or ""
+        value = self._environ.get("QUERY_STRING")
+        return value if isinstance(value, str) and value else ""
 
     @property
     def peer(self) -> str | None:
-        return _text(self._environ.get("REMOTE_ADDR")) or None
+        value = self._environ.get("REMOTE_ADDR")
+        return value if isinstance(value, str) and value else None
 
     def header(self, name: str) -> str | None:
-        key = _environ_keys.get(name)
-        if key is None:
+        try:
+            key = _environ_keys[name]
+        except KeyError:
             key = _environ_key(name)
         value = self._environ.get(key)
-        if type(value) is not str:
-            return None
-        if value.isascii():
+        if type(value) is str and value.isascii():
             return value
-        return _redecode(value)
+        return None if type(value) is not str else _redecode(value)
 
     def user_id_default(self) -> str | None:
         if self._auth_user is not None:

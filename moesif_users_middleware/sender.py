@@ -167,14 +167,27 @@ class Sender:
             self._after_fork()
         try:
             user_id = record["user_id"]
-            with self._lock:
+            lock = self._lock
+            lock.acquire()  # (cheaper than `with`; released in the finally below)
+            try:
                 buffer = self._buffer
-                accepted = buffer.add(user_id, record)
+                entry = buffer.pending.get(user_id)
+                if entry is not None:  # a repeat: PendingBuffer.add's coalescing, inline
+                    buffer.queued += 1
+                    buffer.coalesced += 1
+                    last = entry.last
+                    if not (record is last or record == last):
+                        buffer.merge_newer(entry, record)
+                    accepted = True
+                else:
+                    accepted = buffer.add(user_id, record)
                 if not self._running:
                     self._start_worker()
                 if buffer.slots >= buffer.wake_slots and not self._urgent:
                     self._urgent = True
                     self._cond.notify_all()
+            finally:
+                lock.release()
         except Exception:
             _logger.debug("queue_validated: unusable record dropped", exc_info=True)
             return False

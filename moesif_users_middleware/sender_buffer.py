@@ -82,10 +82,11 @@ class PendingBuffer:
         last = entry.last
         if record is last or record == last:
             return True
-        self._merge_newer(entry, record)
+        self.merge_newer(entry, record)
         return True
 
-    def _merge_newer(self, entry: Entry, record: dict[str, Any]) -> None:
+    def merge_newer(self, entry: Entry, record: dict[str, Any]) -> None:
+        """Merge ``record``, newer than anything in ``entry``, into it (see :meth:`add`)."""
         current = entry.record
         token = record.get("session_token")
         if token is not None:

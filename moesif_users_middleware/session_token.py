@@ -26,7 +26,7 @@ _claims_lock = threading.Lock()
 
 def token_from_authorization(value: str) -> str | None:
     """The session token carried by an ``Authorization`` header value, if any."""
-    if value[:7] == "Bearer ":  # the common case, without splitting
+    if value.startswith("Bearer "):  # the common case, without splitting
         return value[7:].strip() or None
     parts = value.split(None, 1)
     if not parts:

@@ -19,6 +19,9 @@ from typing import Any
 
 import django_settings
 import pytest
+
+pytest.importorskip("django")
+
 from conftest import CollectorHandle
 
 django_settings.configure()

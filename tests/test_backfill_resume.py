@@ -21,6 +21,9 @@ from typing import Any
 
 import httpx
 import pytest
+
+pytest.importorskip("starlette")
+
 from conftest import CollectorHandle
 
 from moesif_users_middleware.backfill.checkpoint import Checkpoint

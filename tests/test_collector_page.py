@@ -13,6 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+
+pytest.importorskip("starlette")
+
 from servers import APP_ID_HEADER, CollectorHandle
 
 from moesif_users_middleware import collector as collector_module

@@ -13,6 +13,9 @@ from typing import Any
 import django_settings
 import pytest
 
+pytest.importorskip("django")
+
+
 django_settings.configure()
 
 from django.core import checks  # noqa: E402

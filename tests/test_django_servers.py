@@ -22,6 +22,9 @@ from typing import Any
 
 import httpx
 import pytest
+
+pytest.importorskip("django")
+
 from servers import CollectorHandle
 
 ROOT = Path(__file__).resolve().parents[1]

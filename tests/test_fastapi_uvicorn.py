@@ -17,6 +17,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+pytest.importorskip("fastapi")
+
 from servers import CollectorHandle
 
 ROOT = Path(__file__).resolve().parents[1]

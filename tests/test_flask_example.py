@@ -7,6 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+pytest.importorskip("flask")
+
 from conftest import CollectorHandle
 from flask.testing import FlaskClient
 

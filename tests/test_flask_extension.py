@@ -7,6 +7,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
+pytest.importorskip("flask")
+
 from conftest import CollectorHandle
 from flask import Flask, Request, Response, g, jsonify, request, send_file, stream_with_context
 from flask.testing import FlaskClient

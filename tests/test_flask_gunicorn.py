@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
+pytest.importorskip("flask")
+
+
 if TYPE_CHECKING:  # gunicorn imports this module too: keep its imports light
     from conftest import CollectorHandle
     from flask import Flask

@@ -24,6 +24,10 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import pytest
+
+pytest.importorskip("flask")  # hardening_apps builds Flask and Starlette apps
+pytest.importorskip("starlette")
+
 from hardening_apps import KINDS, PUBLIC_PEER, Answer, Site, make_site
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -24,6 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+pytest.importorskip("flask")  # hardening_apps builds Flask and Starlette apps
+pytest.importorskip("starlette")
+
 from faults import FaultServer, Reply, Reset
 from hardening_apps import KINDS, PUBLIC_PEER, Site, make_site
 from hypothesis import given, settings

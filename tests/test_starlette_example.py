@@ -7,6 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+pytest.importorskip("starlette")
+
 from servers import CollectorHandle
 from starlette.testclient import TestClient
 

@@ -6,7 +6,10 @@ import json
 import subprocess
 import sys
 import textwrap
+from importlib.util import find_spec
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,6 +52,7 @@ def roots(modules: list[str]) -> set[str]:
     return {name.partition(".")[0] for name in modules}
 
 
+@pytest.mark.skipif(find_spec("starlette") is None, reason="starlette is not installed")
 def test_starlette_adapter_imports_no_other_framework() -> None:
     blocked = {"django", "flask", "werkzeug", "fastapi"}
     modules = imported_modules("moesif_users_middleware.starlette", blocked)

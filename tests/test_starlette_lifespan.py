@@ -11,6 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+
+pytest.importorskip("starlette")
+
 from servers import CollectorHandle, ServerThread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware

@@ -8,6 +8,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
+
+pytest.importorskip("flask")
+
 from conftest import CollectorHandle
 from flask import Flask, g
 from werkzeug.test import Client, EnvironBuilder
