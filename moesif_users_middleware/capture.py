@@ -31,9 +31,12 @@ from .config import HOOK_OPTIONS, CaptureConfig
 from .hooks import Hook, capture_stats, count, hook_label, is_async_hook, report
 from .models import (
     MAX_ID_LENGTH,
+    MAX_JSON_INT,
     MAX_METADATA_DEPTH,
     Campaign,
     ValidationError,
+    check_text,
+    is_valid_text,
     normalize_campaign,
 )
 from .request_view import RequestView
@@ -155,6 +158,7 @@ class Capture:
                 if (
                     type(result) is str
                     and 0 < len(result) <= MAX_ID_LENGTH
+                    and result.isascii()
                     and not result.isspace()
                 ):
                     user_id = result
@@ -313,18 +317,18 @@ class Capture:
         return None if user_id is FAILED else user_id
 
     def _to_id(self, name: str, result: object) -> str | _FailedType | None:
-        if type(result) is str:
-            if len(result) <= MAX_ID_LENGTH:
-                return None if not result or result.isspace() else result
-        elif result is None or result is FAILED:
-            return result
-        else:
-            coerced = _coerce_id(result)
-            if coerced is None:
-                return self._wrong_type(name, result, "a string or None")
+        if type(result) is not str:
+            if result is None or result is FAILED:
+                return result
+            coerced = self._coerced(name, result)
+            if coerced is None or coerced is FAILED:
+                return FAILED
             result = coerced
-            if len(result) <= MAX_ID_LENGTH:
-                return result or None
+        if not is_valid_text(result):
+            self._invalid(name, "not text", "returned an id that is not valid Unicode")
+            return FAILED
+        if len(result) <= MAX_ID_LENGTH:
+            return None if not result or result.isspace() else result
         self._invalid(name, "oversize", f"returned an id longer than {MAX_ID_LENGTH} characters")
         return FAILED
 
@@ -332,12 +336,29 @@ class Capture:
         if type(result) is not str:
             if result is None or result is FAILED:
                 return None
-            coerced = _coerce_id(result)
-            if coerced is None:
-                self._wrong_type("get_session_token", result, "a string or None")
+            coerced = self._coerced("get_session_token", result)
+            if coerced is None or coerced is FAILED:
                 return None
             result = coerced
+        if not is_valid_text(result):
+            self._invalid(
+                "get_session_token", "not text", "returned a token that is not valid Unicode"
+            )
+            return None
         return self._checked_token("get_session_token", result.strip())
+
+    def _coerced(self, name: str, result: object) -> str | _FailedType | None:
+        """``_coerce_id`` for a hook's result: a wrong type or a failing conversion is counted."""
+        try:
+            coerced = _coerce_id(result)
+        except Exception as exc:  # e.g. 10**5000, or an int subclass whose __int__ raises
+            self._hook_error(
+                name, "wrong type", f"returned an id that failed to convert: {_describe(exc)}"
+            )
+            return FAILED
+        if coerced is None:
+            return self._wrong_type(name, result, "a string or None")
+        return coerced
 
     def _checked_token(self, name: str, token: str | None) -> str | None:
         if not token:
@@ -485,7 +506,12 @@ class Capture:
     ) -> bool:
         """Turn the optional hooks' results (``UNSET``: not configured) into the update."""
         record: dict[str, Any] = {"user_id": user_id}
-        if type(company) is str and 0 < len(company) <= MAX_ID_LENGTH and not company.isspace():
+        if (
+            type(company) is str
+            and 0 < len(company) <= MAX_ID_LENGTH
+            and company.isascii()
+            and not company.isspace()
+        ):
             record["company_id"] = company  # the common case of _to_id, inline
         elif company is not UNSET:
             company = self._to_id("identify_company", company)
@@ -607,12 +633,17 @@ def _plain_bound(value: dict[Any, Any], depth: int) -> int | None:
     if depth >= MAX_METADATA_DEPTH:
         return None
     try:
-        bound = 2 + 6 * len("".join(value))  # raises unless every key is a str
+        keys = "".join(value)  # raises unless every key is a str
     except TypeError:
         return None
+    if not keys.isascii() and not is_valid_text(keys):
+        return None
+    bound = 2 + 6 * len(keys)
     for item in value.values():
         kind = type(item)
         if kind is str:
+            if not item.isascii() and not is_valid_text(item):
+                return None
             bound += 6 * len(item) + 6
         elif kind is bool or item is None or (kind is int and -_BIG_INT < item < _BIG_INT):
             bound += 30
@@ -643,10 +674,12 @@ def _plain_list_bound(items: list[Any], depth: int) -> int | None:
     for element in items:
         kind = type(element)
         if kind is str:
+            if not element.isascii() and not is_valid_text(element):
+                return None
             bound += 6 * len(element) + 3
         elif kind is bool or element is None:
             bound += 9
-        elif kind is int:
+        elif kind is int and -_BIG_INT < element < _BIG_INT:
             bound += 9 + element.bit_length() // 3
         else:
             return None
@@ -670,9 +703,11 @@ def _json_object(value: Mapping[Any, Any], depth: int) -> tuple[dict[str, Any], 
     for key, item in value.items():
         if type(key) is not str and not isinstance(key, str):
             raise ValidationError("metadata", f"keys must be strings, not {type(key).__name__}")
+        check_text(key, "metadata")
         chars += len(key)
         kind = type(item)
         if kind is str:
+            check_text(item, f"metadata.{key}")
             chars += len(item)
             bound += 6
         elif (kind is int and -_BIG_INT < item < _BIG_INT) or kind is bool or item is None:
@@ -695,10 +730,12 @@ def _json_object(value: Mapping[Any, Any], depth: int) -> tuple[dict[str, Any], 
 def _json_value(item: object, depth: int) -> tuple[Any, int]:
     """Check one nested JSON value (see :func:`_json_object`)."""
     if isinstance(item, str):
-        return item, 6 * len(item) + 2
+        return check_text(item, "metadata"), 6 * len(item) + 2
     if isinstance(item, bool) or item is None:
         return item, 8
     if isinstance(item, int):
+        if not -MAX_JSON_INT < item < MAX_JSON_INT:
+            raise ValidationError("metadata", "integer too large for JSON (over 4000 digits)")
         return item, 8 + item.bit_length() // 3
     if isinstance(item, float):
         if not math.isfinite(item):

@@ -176,7 +176,11 @@ class Sender:
                     buffer.queued += 1
                     buffer.coalesced += 1
                     last = entry.last
-                    if not (record is last or record == last):
+                    try:
+                        same = record is last or record == last
+                    except Exception:  # a value that cannot be compared: merge it
+                        same = False
+                    if not same:
                         buffer.merge_newer(entry, record)
                     accepted = True
                 else:

@@ -80,8 +80,11 @@ class PendingBuffer:
         # Merging an update equal to the newest one changes nothing (merges are idempotent).
         # Note: == treats True == 1 == 1.0, an accepted imprecision for the cheap path.
         last = entry.last
-        if record is last or record == last:
-            return True
+        try:
+            if record is last or record == last:
+                return True
+        except Exception:  # a value that cannot be compared: merge it, never lose it
+            pass
         self.merge_newer(entry, record)
         return True
 
