@@ -33,6 +33,7 @@ import importlib.util
 import io
 import json
 import logging
+import os
 import statistics
 import sys
 import threading
@@ -297,3 +298,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    # moesifwsgi's scheduler threads would keep the process alive (and logging) forever.
+    sys.stdout.flush()
+    os._exit(0)
