@@ -213,7 +213,7 @@ class Sender:
         """
         if self._pid != _getpid():
             self._after_fork()
-        end = None if timeout is None else _monotonic() + max(0.0, timeout)
+        end = _within_exit_budget(None if timeout is None else _monotonic() + max(0.0, timeout))
         with self._lock:
             ticket = self._flush_begin()
             if ticket is None:
@@ -237,7 +237,7 @@ class Sender:
         """``flush`` for coroutines: polls without blocking the event loop."""
         if self._pid != _getpid():
             self._after_fork()
-        end = None if timeout is None else _monotonic() + max(0.0, timeout)
+        end = _within_exit_budget(None if timeout is None else _monotonic() + max(0.0, timeout))
         with self._lock:
             ticket = self._flush_begin()
         if ticket is None:
@@ -265,7 +265,7 @@ class Sender:
         if self._pid != _getpid():
             self._after_fork()
         seconds = self.options.shutdown_timeout if timeout is None else max(0.0, timeout)
-        self._begin_stop(_monotonic() + seconds)
+        self._begin_stop(_within_exit_budget(_monotonic() + seconds) or 0.0)
         self._finish_stop()
 
     def stats(self) -> dict[str, int]:
@@ -752,7 +752,7 @@ def shutdown_all(timeout: float | None = None) -> None:
     now = _monotonic()
     for sender in senders:
         seconds = sender.options.shutdown_timeout if timeout is None else timeout
-        sender._begin_stop(now + seconds)
+        sender._begin_stop(_within_exit_budget(now + seconds) or 0.0)
     for sender in senders:
         sender._finish_stop()
 
@@ -763,8 +763,23 @@ def _sigterm_timeout() -> float:
     )
 
 
+# Set on SIGTERM: every later flush or shutdown of this exit (lifespan, atexit) shares the
+# one shutdown_timeout that started then, so a dead API delays the exit only once.
+_exit_budget_end: float | None = None
+
+
+def _within_exit_budget(end: float | None) -> float | None:
+    budget = _exit_budget_end
+    if budget is None:
+        return end
+    return budget if end is None or end > budget else end
+
+
 def _flush_on_sigterm() -> None:
-    flush_all(_sigterm_timeout())
+    global _exit_budget_end
+    timeout = _sigterm_timeout()
+    _exit_budget_end = _monotonic() + timeout
+    flush_all(timeout)
 
 
 def _reset_senders_for_tests() -> None:
@@ -780,8 +795,9 @@ def _reset_senders_for_tests() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _registry_lock
+    global _registry_lock, _exit_budget_end
     _registry_lock = threading.Lock()
+    _exit_budget_end = None
     for sender in list(_registry.values()):
         sender._after_fork()
 

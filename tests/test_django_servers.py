@@ -232,6 +232,7 @@ def test_django_asgi_handler_under_uvicorn_delivers_every_profile_after_sigterm(
     server.wait_ready()
 
     drive(server.url, demo_users)
+    time.sleep(0.5)  # the last responses' captures run just after their last byte went out
     # uvicorn re-raises SIGTERM once it has shut down: the process dies of the signal,
     # and atexit handlers do not run.
     assert server.terminate() in (0, -signal.SIGTERM), server.log.read_text()
