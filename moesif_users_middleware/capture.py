@@ -39,7 +39,7 @@ from .models import (
     is_valid_text,
     normalize_campaign,
 )
-from .request_view import RequestView
+from .request_view import RequestView, SnapshotSpec, SnapshotView
 from .sender import Sender, get_sender
 from .session_token import MAX_TOKEN_LENGTH, bearer_token, jwt_claim, token_from_authorization
 
@@ -69,6 +69,11 @@ _FailedType = Literal[_Marker.FAILED]
 _BIG_INT = 10**24  # smaller integers serialize in under 26 characters
 # Hook results that are certainly not awaitable (checked before the costlier test).
 _PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
+# Hook results handed as they are to the second half of the capture, which runs in another
+# thread: anything else is converted in the request's thread (converting a lazy object or
+# a custom mapping may run the application's code, e.g. a database query).
+_PLAIN_IDS = frozenset({str, type(None), _Marker})
+_PLAIN_METADATA = frozenset({dict, type(None), _Marker})
 
 
 class Capture:
@@ -93,6 +98,13 @@ class Capture:
         self._jwt_claim = config.jwt_user_id_claim
         self._capture_campaign = config.capture_campaign
         self._max_ua = config.max_user_agent_length
+        # What the defaults read once the request is over, kept when it finishes.
+        names = ["user-agent", *self._resolver.header_names]
+        if config.get_session_token is None:
+            names += ["authorization", *config.session_token_headers]
+        if config.get_campaign is None and config.capture_campaign:
+            names += ["referer", "host"]
+        self._snapshot_spec = SnapshotSpec(tuple(names))
         # (query, referer, host) -> default campaign; the dicts are shared, never mutated.
         self._campaigns: dict[tuple[str, str | None, str | None], dict[str, str] | None] = {}
         hooks = {name: getattr(config, name) for name in HOOK_OPTIONS}
@@ -194,7 +206,7 @@ class Capture:
                     campaign = hook(request, response)
                 except Exception as exc:
                     campaign = self._raised("get_campaign", exc)
-            return self._queue(view, user_id, company, token, metadata, campaign)
+            return self._defer(view, user_id, company, token, metadata, campaign)
         except Exception as exc:
             self._internal_error(exc)
             return False
@@ -229,7 +241,7 @@ class Capture:
             self._get_metadata,
             self._get_campaign,
         )
-        return self._queue(
+        return self._defer(
             view,
             user_id,
             UNSET
@@ -371,24 +383,29 @@ class Capture:
         return token
 
     def _to_metadata(self, result: object) -> dict[str, Any] | None:
+        return self._checked_metadata(result)[0]
+
+    def _checked_metadata(self, result: object) -> tuple[dict[str, Any] | None, bool]:
+        """The metadata to send, and whether ``result`` was plain data (see _plain_bound)."""
         if result is None or result is FAILED:
-            return None
+            return None, True
         # The common shape (plain dicts of str keys and simple values) is checked by
         # _plain_bound; anything else, valid or not, goes through _json_object.
         bound = _plain_bound(result, 0) if type(result) is dict else None
+        plain = bound is not None
         if bound is not None:
             metadata: dict[str, Any] = result  # type: ignore[assignment]
         else:
             if not isinstance(result, Mapping):
                 self._wrong_type("get_metadata", result, "a dict or None")
-                return None
+                return None, False
             try:
                 metadata, bound = _json_object(result, 0)
             except ValidationError as exc:
                 self._invalid(
                     "get_metadata", "not JSON", f"returned metadata that is not JSON: {exc}"
                 )
-                return None
+                return None, False
         if bound > MAX_METADATA_LENGTH:
             # The estimate is generous; measure before dropping.
             size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False))
@@ -399,8 +416,8 @@ class Capture:
                     f"returned metadata of {size} characters as JSON "
                     f"(limit {MAX_METADATA_LENGTH}): dropped",
                 )
-                return None
-        return metadata or None
+                return None, plain
+        return metadata or None, plain
 
     def _to_campaign(self, result: object) -> dict[str, str] | None:
         if result is None or result is FAILED:
@@ -495,7 +512,7 @@ class Capture:
 
     # -- the update ----------------------------------------------------------------------
 
-    def _queue(
+    def _defer(
         self,
         view: RequestView,
         user_id: str,
@@ -504,7 +521,35 @@ class Capture:
         metadata: object,
         campaign: object,
     ) -> bool:
-        """Turn the optional hooks' results (``UNSET``: not configured) into the update."""
+        """Hand the hooks' results and a snapshot of the request to the sender.
+
+        The rest (:meth:`finish`) runs off the request path. Results that are not plain
+        data are converted here first, in the request's own thread.
+        """
+        if type(company) not in _PLAIN_IDS:
+            company = self._to_id("identify_company", company)
+        if type(token) not in _PLAIN_IDS:
+            token = self._to_token(token)
+        if type(metadata) not in _PLAIN_METADATA:
+            metadata = self._to_metadata(metadata)
+        if campaign is not UNSET and campaign is not None and campaign is not FAILED:
+            campaign = self._to_campaign(campaign)
+        sender = self._sender
+        if sender is None:
+            sender = self.sender
+        sender.defer(
+            (self, user_id, company, token, metadata, campaign, view.snapshot(self._snapshot_spec))
+        )
+        return True
+
+    def finish(self, item: tuple[Any, ...]) -> bool:
+        """Turn a deferred capture into the user's update and queue it (the sender calls this).
+
+        Returns whether an update was queued that an identical later capture may skip:
+        one made only of plain data.
+        """
+        _, user_id, company, token, metadata, campaign, snapshot = item
+        view = SnapshotView(self._snapshot_spec, snapshot)
         record: dict[str, Any] = {"user_id": user_id}
         if (
             type(company) is str
@@ -538,17 +583,19 @@ class Capture:
             campaign = self._to_campaign(campaign)
         if campaign is not None:
             record["campaign"] = campaign
+        plain = True
         if metadata is not UNSET:
-            metadata = self._to_metadata(metadata)
+            metadata, plain = self._checked_metadata(metadata)
             if metadata is not None:
                 record["metadata"] = metadata
-        sender = self._sender
-        if sender is None:
-            sender = self.sender
-        if sender.queue_validated(record):
+        if self.sender.queue_validated(record):
             count("captured")
-            return True
+            return plain
         return False
+
+    def repeated(self, times: int) -> None:
+        """Count captures the sender skipped as repeats of the user's last one."""
+        count("captured", times)
 
 
 def user_id_from_object(user: Any) -> str | None:
@@ -697,11 +744,11 @@ def _json_object(value: Mapping[Any, Any], depth: int) -> tuple[dict[str, Any], 
     """
     if depth >= MAX_METADATA_DEPTH:
         raise ValidationError("metadata", f"nested deeper than {MAX_METADATA_DEPTH} levels")
-    copy: dict[str, Any] | None = None if isinstance(value, dict) else {}
+    copy: dict[str, Any] | None = None if issubclass(type(value), dict) else {}
     chars = 0  # characters of keys and string values
     bound = 2
     for key, item in value.items():
-        if type(key) is not str and not isinstance(key, str):
+        if type(key) is not str and not issubclass(type(key), str):
             raise ValidationError("metadata", f"keys must be strings, not {type(key).__name__}")
         check_text(key, "metadata")
         chars += len(key)
@@ -727,23 +774,28 @@ def _json_object(value: Mapping[Any, Any], depth: int) -> tuple[dict[str, Any], 
     return (value if copy is None else copy), bound + 6 * chars  # type: ignore[return-value]
 
 
-def _json_value(item: object, depth: int) -> tuple[Any, int]:
-    """Check one nested JSON value (see :func:`_json_object`)."""
-    if isinstance(item, str):
+def _json_value(item: Any, depth: int) -> tuple[Any, int]:
+    """Check one nested JSON value (see :func:`_json_object`).
+
+    Types are read with ``type()``, never ``isinstance``: this may run in the sender's
+    thread, where a lazy proxy (whose ``__class__`` evaluates it) must stay unevaluated.
+    """
+    kind = type(item)
+    if issubclass(kind, str):
         return check_text(item, "metadata"), 6 * len(item) + 2
-    if isinstance(item, bool) or item is None:
+    if kind is bool or item is None:
         return item, 8
-    if isinstance(item, int):
+    if issubclass(kind, int):
         if not -MAX_JSON_INT < item < MAX_JSON_INT:
             raise ValidationError("metadata", "integer too large for JSON (over 4000 digits)")
         return item, 8 + item.bit_length() // 3
-    if isinstance(item, float):
+    if issubclass(kind, float):
         if not math.isfinite(item):
             raise ValidationError("metadata", "NaN and infinity are not valid JSON")
         return item, 32
-    if isinstance(item, Mapping):
+    if issubclass(kind, Mapping):
         return _json_object(item, depth)
-    if isinstance(item, (list, tuple)):
+    if issubclass(kind, (list, tuple)):
         if depth >= MAX_METADATA_DEPTH:
             raise ValidationError("metadata", f"nested deeper than {MAX_METADATA_DEPTH} levels")
         copy: list[Any] | None = None

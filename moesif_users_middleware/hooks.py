@@ -49,17 +49,20 @@ _last_logged: dict[tuple[str, str], float] = {}
 _clock = time.monotonic  # replaced in tests
 
 
-def count(name: str) -> None:
-    """Add one to a process-wide capture counter."""
+def count(name: str, times: int = 1) -> None:
+    """Add ``times`` (one) to a process-wide capture counter."""
     _lock.acquire()  # (cheaper than `with` on the request path)
     try:
-        _counters[name] += 1
+        _counters[name] += times
     finally:
         _lock.release()
 
 
 def capture_stats() -> dict[str, int]:
-    """A snapshot of the process-wide capture counters."""
+    """A snapshot of the process-wide capture counters (after finishing deferred captures)."""
+    from .sender import drain_all  # (not at import: the sender imports nothing of this)
+
+    drain_all()
     with _lock:
         return dict(_counters)
 

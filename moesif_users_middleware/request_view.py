@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
-__all__ = ["EnvironView", "RequestView", "ScopeView"]
+__all__ = ["EnvironView", "RequestView", "ScopeView", "SnapshotSpec", "SnapshotView"]
 
 _NAME_CACHE_SIZE = 256
 # CGI/WSGI environ keys for header names ("user-agent" -> "HTTP_USER_AGENT").
@@ -93,6 +93,10 @@ class RequestView:
             cookies = self._cookies = _parse_cookies(self.header("cookie") or "")
         return cookies
 
+    def snapshot(self, spec: SnapshotSpec) -> tuple[Any, ...]:
+        """The peer, the query string and the headers ``spec`` names, for :class:`SnapshotView`."""
+        return _Decoded((self.peer, self.query_string, *map(self.header, spec.names)))
+
 
 class EnvironView(RequestView):
     """A WSGI environ or Django's ``request.META`` (the same CGI key scheme).
@@ -145,6 +149,10 @@ class EnvironView(RequestView):
         if type(value) is str and value.isascii():
             return value
         return None if type(value) is not str else _redecode(value)
+
+    def snapshot(self, spec: SnapshotSpec) -> tuple[Any, ...]:
+        # The raw environ values (one C-level pass); SnapshotView decodes them when read.
+        return tuple(map(self._environ.get, spec.environ_keys))
 
     def user_id_default(self) -> str | None:
         if self._auth_user is not None:
@@ -222,6 +230,66 @@ class ScopeView(RequestView):
         if source is not None:
             return source()
         return self._scope.get("user")
+
+
+class SnapshotSpec:
+    """Which headers a :meth:`RequestView.snapshot` keeps (names lower-case)."""
+
+    __slots__ = ("environ_keys", "index", "names")
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = tuple(dict.fromkeys(name.lower() for name in names))
+        self.environ_keys = ("REMOTE_ADDR", "QUERY_STRING", *map(_environ_key, self.names))
+        self.index = {name: position for position, name in enumerate(self.names, 2)}
+
+
+class _Decoded(tuple):  # type: ignore[type-arg]
+    """A snapshot of values already decoded to text (a plain tuple holds raw environ values)."""
+
+    __slots__ = ()
+
+
+class SnapshotView(RequestView):
+    """A request seen through a snapshot taken when it finished (no native objects).
+
+    What the capture reads after the request (the default token, client IP, user agent
+    and campaign) comes from here, so nothing of the request but a few strings is kept.
+    """
+
+    __slots__ = ("_index", "_raw", "_values")
+
+    def __init__(self, spec: SnapshotSpec, values: tuple[Any, ...]) -> None:
+        self.request = None
+        self.response = None
+        self._auth_user = None
+        self._query_params = None
+        self._cookies = None
+        self._index = spec.index
+        self._values = values
+        self._raw = type(values) is tuple
+
+    @property
+    def query_string(self) -> str:
+        value = self._values[1]
+        return value if isinstance(value, str) and value else ""
+
+    @property
+    def peer(self) -> str | None:
+        value = self._values[0]
+        return value if isinstance(value, str) and value else None
+
+    def header(self, name: str) -> str | None:
+        position = self._index.get(name)
+        if position is None:
+            return None
+        value = self._values[position]
+        return _environ_text(value) if self._raw else value
+
+
+def _environ_text(value: object) -> str | None:
+    if type(value) is str and value.isascii():
+        return value
+    return None if type(value) is not str else _redecode(value)
 
 
 def _text(value: object) -> str | None:

@@ -33,6 +33,7 @@ import random
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,11 @@ _monotonic = time.monotonic
 _INF = math.inf
 _MIN_DELIVERED_LOG = 10_000
 _POLL_MAX = 0.05
+# Deferred captures (see ``Sender.defer``): the worker is woken to turn them into updates
+# once this many wait; past the hard bound the request thread that adds one does it.
+_INBOX_WAKE = 256
+_INBOX_MAX = 4096
+_MIN_RECENT = 10_000
 
 _SENT = "sent"
 _TOO_LARGE = "too large"
@@ -130,6 +136,12 @@ class Sender:
         self._next_cycle_at = _monotonic() + self._interval()
         self._backoff_until = 0.0
         self._not_before = 0.0
+        self._inbox: deque[tuple[Any, ...]] = deque()
+        self._inbox_lock = threading.Lock()  # one drainer at a time keeps the order
+        self._inbox_signalled = False
+        # user id -> (the last deferred capture accepted for the user, until when it counts)
+        self._recent: dict[str, tuple[tuple[Any, ...], float]] = {}
+        self._recent_size = max(_MIN_RECENT, options.max_queue_size)
         self._skipped = 0
         self._sent = 0
         self._batches = 0
@@ -145,7 +157,10 @@ class Sender:
         Raises ``ValidationError`` naming the field for bad input; never raises or
         blocks for network trouble. Do not mutate the dict after queueing it.
         """
-        return self.queue_validated(normalize_user(user))
+        record = normalize_user(user)
+        self._drain_inbox()  # requests captured before this call are merged in first
+        self._recent.pop(record["user_id"], None)  # a repeated capture must not be skipped
+        return self.queue_validated(record)
 
     def queue_users(self, users: Iterable[Any]) -> bool:
         """Validate every user first (``users[3].user_id`` in errors), then queue them.
@@ -153,7 +168,11 @@ class Sender:
         Returns ``True`` if all were accepted.
         """
         accepted = True
-        for record in normalize_users(users):
+        records = normalize_users(users)
+        self._drain_inbox()
+        recent = self._recent
+        for record in records:
+            recent.pop(record["user_id"], None)
             if not self.queue_validated(record):
                 accepted = False
         return accepted
@@ -204,6 +223,82 @@ class Sender:
             )
         return accepted
 
+    def defer(self, item: tuple[Any, ...]) -> None:
+        """Queue a capture to be finished off the request path (never raises or blocks).
+
+        ``item[0].finish(item)`` runs later, in order, in the worker thread (or in a flush,
+        ``stats()`` or a ``queue_user`` call, which finish what is deferred first); it
+        returns whether it queued an update that may be skipped when repeated: then an
+        item equal to it for the same user (``item[1]``) within ``min_update_interval``
+        is counted as queued and coalesced but not finished again.
+        """
+        if self._pid != _getpid():
+            self._after_fork()
+        inbox = self._inbox
+        inbox.append(item)
+        if len(inbox) >= _INBOX_WAKE:
+            self._inbox_backlog(len(inbox))
+        elif not self._running:
+            with self._lock:
+                if not self._running:
+                    self._start_worker()
+
+    def _inbox_backlog(self, size: int) -> None:
+        if size >= _INBOX_MAX:
+            # The worker is busy (a slow API): finish them here rather than grow.
+            if self._inbox_lock.acquire(blocking=False):
+                try:
+                    self._drain_locked()
+                finally:
+                    self._inbox_lock.release()
+            return
+        if not self._inbox_signalled:
+            self._inbox_signalled = True
+            with self._lock:
+                if not self._running:
+                    self._start_worker()
+                self._cond.notify_all()
+
+    def _drain_inbox(self) -> None:
+        """Finish every deferred capture now, in this thread."""
+        if self._inbox:
+            with self._inbox_lock:
+                self._drain_locked()
+
+    def _drain_locked(self) -> None:
+        inbox = self._inbox
+        self._inbox_signalled = False
+        window = self.options.min_update_interval
+        recent = self._recent
+        now = _monotonic()
+        repeats: dict[Any, int] = {}
+        while inbox:
+            item = inbox.popleft()
+            try:
+                user_id = item[1]
+                if window > 0:
+                    last = recent.get(user_id)
+                    if last is not None and now < last[1] and last[0] == item:
+                        owner = item[0]
+                        repeats[owner] = repeats.get(owner, 0) + 1
+                        continue
+                if item[0].finish(item) and window > 0:
+                    if len(recent) >= self._recent_size:
+                        recent.clear()
+                    recent[user_id] = (item, now + window)
+                else:
+                    recent.pop(user_id, None)
+            except Exception:
+                _logger.debug("a deferred capture failed", exc_info=True)
+                recent.pop(item[1], None)
+        if repeats:
+            total = sum(repeats.values())
+            with self._lock:
+                self._buffer.queued += total
+                self._buffer.coalesced += total
+            for owner, count in repeats.items():
+                owner.repeated(count)
+
     def flush(self, timeout: float | None = None) -> bool:
         """Send everything pending now; ``True`` once it was all delivered.
 
@@ -214,6 +309,7 @@ class Sender:
         if self._pid != _getpid():
             self._after_fork()
         end = _within_exit_budget(None if timeout is None else _monotonic() + max(0.0, timeout))
+        self._drain_inbox()
         with self._lock:
             ticket = self._flush_begin()
             if ticket is None:
@@ -238,6 +334,7 @@ class Sender:
         if self._pid != _getpid():
             self._after_fork()
         end = _within_exit_budget(None if timeout is None else _monotonic() + max(0.0, timeout))
+        self._drain_inbox()
         with self._lock:
             ticket = self._flush_begin()
         if ticket is None:
@@ -270,6 +367,9 @@ class Sender:
 
     def stats(self) -> dict[str, int]:
         """Counters since the sender started (in this process)."""
+        if self._pid != _getpid():
+            self._after_fork()
+        self._drain_inbox()
         with self._lock:
             buffer = self._buffer
             return {
@@ -285,8 +385,8 @@ class Sender:
 
     @property
     def pending(self) -> int:
-        """Users waiting to be sent or being sent."""
-        return self._buffer.slots
+        """Users waiting to be sent or being sent (and captures not yet turned into updates)."""
+        return self._buffer.slots + len(self._inbox)
 
     def __repr__(self) -> str:
         return (
@@ -344,6 +444,7 @@ class Sender:
         install_sigterm_flush(_flush_on_sigterm, _sigterm_timeout)
 
     def _begin_stop(self, deadline: float) -> None:
+        self._drain_inbox()
         with self._lock:
             self._stopping = True
             self._stop_deadline = min(self._stop_deadline, deadline)
@@ -421,6 +522,7 @@ class Sender:
     def _serve(self) -> None:
         while self._wait_for_work():
             try:
+                self._drain_inbox()
                 self._cycle()
             except Exception:  # a bug, not the network: keep the updates and carry on
                 self._warnings.log(
@@ -434,15 +536,24 @@ class Sender:
         """Block until a cycle is due (``True``) or the sender stops (``False``)."""
         with self._lock:
             while True:
+                if self._inbox_signalled:  # a backlog of deferred captures: finish them
+                    self._inbox_signalled = False
+                    self._lock.release()
+                    try:
+                        self._drain_inbox()
+                    finally:
+                        self._lock.acquire()
+                    continue
                 now = _monotonic()
                 final = self._deadline_cap()
+                pending = self._buffer.pending or self._inbox
                 if self._stopping or final < _INF:
-                    if not self._buffer.pending or now >= final:
+                    if not pending or now >= final:
                         return False
                     due = max(self._not_before, self._backoff_until)
                     if due > final:
                         return False
-                elif not self._buffer.pending:
+                elif not pending:
                     if now >= self._next_cycle_at:
                         self._next_cycle_at = now + self._interval()
                     self._cond.wait(self._next_cycle_at - now)
@@ -516,6 +627,7 @@ class Sender:
             self._settle_locked(state, [Item(uid, rec, "", False) for uid, rec, _ in errors])
         if errors:
             state.lost = True
+            self._recent.clear()  # what was lost may be captured again
             self._warnings.warning(
                 "unserializable",
                 "Moesif users sender: %d user updates could not be serialized and were dropped "
@@ -525,6 +637,7 @@ class Sender:
             )
         if too_large:
             state.lost = True
+            self._recent.clear()  # what was lost may be captured again
             self._warnings.warning(
                 "too-large",
                 "Moesif users sender: %d user updates larger than max_batch_bytes (%d) dropped",
@@ -561,6 +674,7 @@ class Sender:
             else:
                 self._failed += len(items)
                 state.lost = True
+                self._recent.clear()  # what was lost may be captured again
             self._settle_locked(state, items)
 
     def _deliver(self, batch: Batch, state: _Cycle) -> None:
@@ -744,6 +858,12 @@ def flush_all(timeout: float | None = None) -> bool:
         remaining = None if end is None else max(0.0, end - _monotonic())
         delivered = sender.flush(remaining) and delivered
     return delivered
+
+
+def drain_all() -> None:
+    """Finish every sender's deferred captures now (see :meth:`Sender.defer`)."""
+    for sender in list(_registry.values()):
+        sender._drain_inbox()
 
 
 def shutdown_all(timeout: float | None = None) -> None:

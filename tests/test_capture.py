@@ -18,7 +18,7 @@ import pytest
 from moesif_users_middleware.capture import MAX_METADATA_LENGTH, Capture, capture_stats
 from moesif_users_middleware.config import build_config
 from moesif_users_middleware.models import Campaign
-from moesif_users_middleware.request_view import EnvironView, ScopeView
+from moesif_users_middleware.request_view import EnvironView, ScopeView, SnapshotSpec
 from moesif_users_middleware.sender import _reset_senders_for_tests
 
 PUBLIC_PEER = "203.0.113.5"
@@ -577,6 +577,9 @@ def test_disabled_capture_does_nothing(app_id: str) -> None:
 def test_a_broken_view_never_raises(make: Make) -> None:
     class BrokenView(EnvironView):
         def header(self, name: str) -> str | None:
+            raise RuntimeError("adapter bug")
+
+        def snapshot(self, spec: SnapshotSpec) -> tuple[Any, ...]:
             raise RuntimeError("adapter bug")
 
     capture = make()
