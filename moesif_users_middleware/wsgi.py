@@ -14,8 +14,9 @@ Hooks are called as ``hook(request, response)``:
 
 - ``request`` is a :class:`werkzeug.wrappers.Request` over the environ (the app's own
   one when it left it in ``environ["werkzeug.request"]``; Flask clears it at teardown),
-  built only when a hook is configured. Without werkzeug installed it is the raw environ
-  dict.
+  built only when a hook is configured, and parsed only as far as the hooks read it
+  (:class:`~moesif_users_middleware.wsgi_request.LazyRequest`). Without werkzeug
+  installed it is the raw environ dict.
 - ``response`` is a :class:`~moesif_users_middleware.wsgi_response.ResponseView`:
   ``status_code`` (int), ``status`` (the status line) and ``headers`` (the list of
   ``(name, value)`` pairs the app passed to ``start_response``).
@@ -39,7 +40,7 @@ from moesif_users_middleware.request_view import EnvironView
 from moesif_users_middleware.wsgi_response import ResponseView, call_on_close
 
 try:
-    from werkzeug.wrappers import Request as _Request
+    from moesif_users_middleware.wsgi_request import LazyRequest as _Request
 except ImportError:  # pragma: no cover - werkzeug is optional for plain WSGI apps
     _Request = None  # type: ignore[assignment,misc]
 
@@ -108,4 +109,4 @@ def _request(environ: WSGIEnvironment) -> Any:
         return existing
     if _Request is None:
         return environ
-    return _Request(environ, populate_request=False)
+    return _Request(environ)
