@@ -33,6 +33,7 @@ import random
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -107,6 +108,7 @@ class Sender:
         self._transport = transport
         self._warnings = RateLimitedLog(_logger)
         self._init_state()
+        _every_sender.add(self)  # reset in a forked child by _after_fork_in_child
 
     def _init_state(self) -> None:
         options = self.options
@@ -157,6 +159,8 @@ class Sender:
         Raises ``ValidationError`` naming the field for bad input; never raises or
         blocks for network trouble. Do not mutate the dict after queueing it.
         """
+        if self._pid != _getpid():
+            self._after_fork()
         record = normalize_user(user)
         self._drain_inbox()  # requests captured before this call are merged in first
         self._recent.pop(record["user_id"], None)  # a repeated capture must not be skipped
@@ -167,6 +171,8 @@ class Sender:
 
         Returns ``True`` if all were accepted.
         """
+        if self._pid != _getpid():
+            self._after_fork()
         accepted = True
         records = normalize_users(users)
         self._drain_inbox()
@@ -181,9 +187,8 @@ class Sender:
         """Queue a wire-form record that is already validated (the hot path; never raises).
 
         The record is not copied and never mutated; the caller must not mutate it either.
+        (No fork check here: a forked child resets every sender before it runs.)
         """
-        if self._pid != _getpid():
-            self._after_fork()
         try:
             user_id = record["user_id"]
             lock = self._lock
@@ -232,8 +237,6 @@ class Sender:
         item equal to it for the same user (``item[1]``) within ``min_update_interval``
         is counted as queued and coalesced but not finished again.
         """
-        if self._pid != _getpid():
-            self._after_fork()
         inbox = self._inbox
         inbox.append(item)
         if len(inbox) >= _INBOX_WAKE:
@@ -244,6 +247,9 @@ class Sender:
                     self._start_worker()
 
     def _inbox_backlog(self, size: int) -> None:
+        if self._pid != _getpid():  # forked without the at-fork hook (it resets us first)
+            self._after_fork()
+            return
         if size >= _INBOX_MAX:
             # The worker is busy (a slow API): finish them here rather than grow.
             if self._inbox_lock.acquire(blocking=False):
@@ -811,6 +817,7 @@ class Sender:
 # ---------------------------------------------------------------------- registry
 
 _registry: dict[tuple[str, str], Sender] = {}
+_every_sender: weakref.WeakSet[Sender] = weakref.WeakSet()
 _registry_lock = threading.Lock()
 _PRIVATE_OPTIONS = ("_retry", "_transport")
 
@@ -918,7 +925,7 @@ def _after_fork_in_child() -> None:
     global _registry_lock, _exit_budget_end
     _registry_lock = threading.Lock()
     _exit_budget_end = None
-    for sender in list(_registry.values()):
+    for sender in list(_every_sender):
         sender._after_fork()
 
 

@@ -81,6 +81,45 @@ def test_fork_child_delivers_its_own_updates_exactly_once(
     assert collector.stats(app_id)["records"] == 2
 
 
+FORK_CAPTURE_SCRIPT = """
+import os, sys
+from moesif_users_middleware.capture import Capture
+from moesif_users_middleware.config import build_config
+from moesif_users_middleware.request_view import EnvironView
+
+app_id, url = sys.argv[1], sys.argv[2]
+config, _ = build_config({"application_id": app_id, "base_url": url, "flush_interval": 60.0})
+capture = Capture(config)
+
+def request(user):
+    environ = {"REMOTE_ADDR": "203.0.113.7", "HTTP_USER_AGENT": user + "-agent"}
+    return EnvironView(environ, None, None, auth_user=lambda: user)
+
+assert capture.capture(request("parent-user"))  # deferred: still in the parent's inbox
+pid = os.fork()
+if pid == 0:
+    inherited = capture.sender.pending
+    assert capture.capture(request("child-user"))
+    ok = capture.sender.flush(timeout=10)
+    os._exit(0 if ok and inherited == 0 and capture.sender.stats()["sent"] == 1 else 3)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert capture.sender.flush(timeout=10)
+print(capture.sender.stats()["sent"])
+"""
+
+
+def test_a_forked_child_finishes_only_its_own_deferred_captures(
+    collector: CollectorHandle, app_id: str
+) -> None:
+    result = run_script(FORK_CAPTURE_SCRIPT, app_id, collector.url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1"
+    agents = {p["user_id"]: p["user_agent_string"] for p in collector.list_users(app_id)}
+    assert agents == {"parent-user": "parent-user-agent", "child-user": "child-user-agent"}
+    assert collector.stats(app_id)["records"] == 2
+
+
 EXIT_FLUSH_SCRIPT = """
 import sys
 from moesif_users_middleware.sender import get_sender
