@@ -9,6 +9,14 @@ the whole update; a failing ``skip`` hook does not skip). A hook that is not con
 leaves its field to the default: the framework's user, the ``Authorization`` Bearer
 token or ``X-Api-Key``, the utm/Referer campaign.
 
+The work is split in two. On the request path: the hooks, the default user id, and a
+snapshot of the few header strings the defaults need (:meth:`Capture.capture`; results
+that are not plain data are converted here, in the request's thread). Everything else
+(token, client IP, user agent, campaign, metadata checks, the update itself) is
+:meth:`Capture.finish`, which the sender runs off the request path, in order, before it
+sends, flushes or reports counters; a capture identical to the user's last one within
+``min_update_interval`` is counted and not finished again (see :meth:`Sender.defer`).
+
 Values are coerced where the intent is clear (an ``int`` or ``UUID`` id becomes a
 string, an empty string means "none"); ``bool`` is never an id. Oversize values are
 dropped (ids, tokens, metadata over :data:`MAX_METADATA_LENGTH` serialized) or cut
@@ -546,8 +554,15 @@ class Capture:
         """Turn a deferred capture into the user's update and queue it (the sender calls this).
 
         Returns whether an update was queued that an identical later capture may skip:
-        one made only of plain data.
+        one made only of plain data. Never raises.
         """
+        try:
+            return self._finish(item)
+        except Exception as exc:
+            self._internal_error(exc)
+            return False
+
+    def _finish(self, item: tuple[Any, ...]) -> bool:
         _, user_id, company, token, metadata, campaign, snapshot = item
         view = SnapshotView(self._snapshot_spec, snapshot)
         record: dict[str, Any] = {"user_id": user_id}

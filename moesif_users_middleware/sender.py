@@ -18,6 +18,10 @@ Delivery rules:
   dead API never holds the process longer. A forked child starts empty (the parent
   sends what it had pending) with its own lock, thread and connection pool.
 
+Adapters hand over captures with ``defer`` (a deque append on the request path); the
+worker turns them into updates in order, and so does any ``flush``, ``stats`` or
+``queue_user`` call first, so what a request captured is never overtaken by a later call.
+
 Calling ``get_sender`` again for an existing (application id, base url) returns the
 first sender and keeps its options (a debug log line says so).
 """
