@@ -5,7 +5,10 @@
 field, ``users[3].user_id`` for a batch) and raise :class:`ApiError` for a non-2xx
 answer. Network failures (refused, reset, timed out) raise :class:`TransportError`, an
 ``ApiError`` whose ``status_code`` is ``None``; the original httpx exception is its
-``__cause__``. Every phase of a request has a timeout, so a call never hangs.
+``__cause__``. ``timeout`` bounds the whole request (connect, send and the complete
+answer), not only each socket operation, so a trickling answer cannot hold a call: it
+fails with a ``TransportError`` saying the answer took longer than the timeout. At most
+64 KiB of an answer is read; the rest is dropped with the connection.
 
 Bodies are compact JSON, gzipped (level 6) when larger than 1 KiB. The application id
 is sent in ``X-Moesif-Application-Id`` and never appears in reprs or exception messages.
@@ -13,6 +16,7 @@ is sent in ``X-Moesif-Application-Id`` and never appears in reprs or exception m
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import zlib
@@ -26,6 +30,12 @@ import httpx
 
 from .config import redact, resolve_application_id, resolve_base_url
 from .models import ValidationError, normalize_user
+from .transport_deadline import (
+    BodyReader,
+    Deadline,
+    active_deadline,
+    install_deadline_backend,
+)
 
 __all__ = [
     "APPLICATION_ID_HEADER",
@@ -52,7 +62,6 @@ DEFAULT_TIMEOUT = 10.0
 GZIP_MIN_BYTES = 1024
 GZIP_LEVEL = 6
 _MAX_CONNECT_TIMEOUT = 5.0
-_MAX_ERROR_BODY = 64 * 1024
 _MESSAGE_BODY = 300
 _USER_AGENT = "moesif-users-middleware/0.1.0"
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
@@ -62,7 +71,7 @@ class ApiError(Exception):
     """The Users API answered with an error status (or, as ``TransportError``, not at all).
 
     ``status_code`` is the HTTP status (``None`` for a network failure), ``body`` the
-    response text (at most 64 KiB), ``retry_after`` the ``Retry-After`` delay in seconds.
+    response text (its first 64 KiB), ``retry_after`` the ``Retry-After`` delay in seconds.
     """
 
     def __init__(
@@ -91,7 +100,8 @@ class ApiError(Exception):
 
 
 class TransportError(ApiError):
-    """The request did not complete: connection refused or reset, timeout, protocol error."""
+    """The request did not complete: connection refused or reset, timeout (including an
+    answer not complete within the request's ``timeout``), protocol error."""
 
     def __init__(self, message: str) -> None:
         super().__init__(None, "", None, message)
@@ -102,7 +112,7 @@ class TransportError(ApiError):
 
 @dataclass(frozen=True)
 class RawResponse:
-    """What the low-level batch POST returns: status, headers and body text."""
+    """What the low-level batch POST returns: status, headers and body text (first 64 KiB)."""
 
     status_code: int
     headers: httpx.Headers
@@ -141,7 +151,10 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 def make_timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
-    """An explicit ``httpx.Timeout`` (connect capped at 5 s) from seconds or a Timeout."""
+    """An explicit ``httpx.Timeout`` (connect capped at 5 s) from seconds or a Timeout.
+
+    The clients also use its longest phase as the limit of a whole request.
+    """
     if isinstance(timeout, httpx.Timeout):
         return timeout
     seconds = float(timeout)
@@ -189,6 +202,7 @@ class _ClientBase:
         self._application_id = resolve_application_id(application_id)
         self.base_url = resolve_base_url(base_url)
         self.timeout = make_timeout(timeout)
+        self._total = _longest_phase(self.timeout)
         self.gzip = gzip
         self._headers = {
             APPLICATION_ID_HEADER: self._application_id,
@@ -200,13 +214,44 @@ class _ClientBase:
     def _request_headers(self, encoding: str | None) -> dict[str, str] | None:
         return {"Content-Encoding": encoding} if encoding else None
 
-    def _response(self, response: httpx.Response) -> RawResponse:
-        text = response.content[:_MAX_ERROR_BODY].decode("utf-8", "replace")
+    def _build(
+        self,
+        client: httpx.Client | httpx.AsyncClient,
+        path: str,
+        body: bytes,
+        content_encoding: str | None,
+        deadline: Deadline | None,
+    ) -> httpx.Request:
+        phases = self.timeout if deadline is None else self._per_request_timeout(deadline.seconds)
+        return client.build_request(
+            "POST",
+            path,
+            content=body,
+            headers=self._request_headers(content_encoding),
+            timeout=phases,
+        )
+
+    def _deadline(self, timeout: float | None) -> Deadline | None:
+        """The limit of one request: ``timeout`` capped by the client's (``None``: none)."""
+        seconds = self._total if timeout is None else max(0.001, timeout)
+        if seconds is None:
+            return None
+        if self._total is not None:
+            seconds = min(seconds, self._total)
+        return Deadline.start(seconds)
+
+    def _response(self, response: httpx.Response, body: bytes) -> RawResponse:
+        text = body.decode("utf-8", "replace")
         return RawResponse(response.status_code, response.headers, self._scrub(text))
 
-    def _transport_error(self, exc: httpx.HTTPError) -> TransportError:
-        detail = self._scrub(str(exc)) or type(exc).__name__
-        return TransportError(f"Users API request failed ({type(exc).__name__}): {detail}")
+    def _transport_error(self, exc: httpx.HTTPError, deadline: Deadline | None) -> TransportError:
+        name = type(exc).__name__
+        detail = self._scrub(str(exc)) or name
+        if deadline is not None and isinstance(exc, httpx.TimeoutException):
+            late = deadline.message()
+            if detail == late or deadline.passed():
+                return TransportError(f"{late} ({name if detail == late else f'{name}: {detail}'})")
+        return TransportError(f"Users API request failed ({name}): {detail}")
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._application_id, redact(self._application_id))
@@ -234,6 +279,12 @@ def _min(value: float | None, cap: float) -> float:
     return cap if value is None else min(value, cap)
 
 
+def _longest_phase(timeout: httpx.Timeout) -> float | None:
+    phases = [timeout.connect, timeout.read, timeout.write, timeout.pool]
+    limits = [phase for phase in phases if phase is not None]
+    return max(limits) if limits else None
+
+
 def _raise_for(response: RawResponse) -> None:
     if not 200 <= response.status_code < 300:
         raise response.error()
@@ -244,8 +295,10 @@ class UsersClient(_ClientBase):
 
     ``application_id`` falls back to ``MOESIF_APPLICATION_ID`` (``ConfigurationError``
     if neither is set), ``base_url`` to ``MOESIF_BASE_URL`` then ``https://api.moesif.net``.
-    ``timeout`` (seconds or an ``httpx.Timeout``) bounds every phase of a request.
-    ``transport`` replaces httpx's network transport (for tests).
+    ``timeout`` (seconds or an ``httpx.Timeout``) bounds every phase of a request and,
+    as a whole, each request: connect, send and the complete answer (for an
+    ``httpx.Timeout``, its longest phase is that limit). ``transport`` replaces httpx's
+    network transport (for tests); the total limit is then checked as the answer arrives.
     """
 
     def __init__(
@@ -258,6 +311,10 @@ class UsersClient(_ClientBase):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(application_id, base_url, timeout, gzip)
+        if transport is None:
+            # our own default transport, so every socket operation can end at the deadline
+            transport = httpx.HTTPTransport()
+            install_deadline_backend(transport)
         self._client = httpx.Client(
             base_url=self.base_url,
             headers=self._headers,
@@ -290,19 +347,24 @@ class UsersClient(_ClientBase):
     ) -> RawResponse:
         """POST an already-encoded body; returns the response whatever its status.
 
-        ``timeout`` (seconds) caps every phase of this one request below the client's.
-        Raises ``TransportError`` when no response arrives.
+        ``timeout`` (seconds) lowers the client's limit for this one request: the whole
+        request, up to the last byte of the answer, must fit in it. Raises
+        ``TransportError`` when no complete response arrives in time.
         """
+        deadline = self._deadline(timeout)
+        token = active_deadline.set(deadline)
         try:
-            response = self._client.post(
-                path,
-                content=body,
-                headers=self._request_headers(content_encoding),
-                timeout=self._per_request_timeout(timeout) or self.timeout,
-            )
+            request = self._build(self._client, path, body, content_encoding, deadline)
+            response = self._client.send(request, stream=True)
+            try:
+                data = BodyReader(deadline).read_all(response.iter_bytes())
+            finally:
+                response.close()
         except httpx.HTTPError as exc:
-            raise self._transport_error(exc) from exc
-        return self._response(response)
+            raise self._transport_error(exc, deadline) from exc
+        finally:
+            active_deadline.reset(token)
+        return self._response(response, data)
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -364,16 +426,34 @@ class AsyncUsersClient(_ClientBase):
         timeout: float | None = None,
     ) -> RawResponse:
         """POST an already-encoded body; see ``UsersClient.post_body``."""
+        deadline = self._deadline(timeout)
         try:
-            response = await self._client.post(
-                path,
-                content=body,
-                headers=self._request_headers(content_encoding),
-                timeout=self._per_request_timeout(timeout) or self.timeout,
-            )
+            request = self._build(self._client, path, body, content_encoding, deadline)
+            exchange = self._exchange(request, deadline)
+            if deadline is None:
+                response, data = await exchange
+            else:
+                try:
+                    response, data = await asyncio.wait_for(exchange, deadline.left())
+                except asyncio.TimeoutError:
+                    # asyncio cancelled the exchange mid-way; report it like an httpx timeout
+                    raise httpx.TimeoutException(deadline.message(), request=request) from None
         except httpx.HTTPError as exc:
-            raise self._transport_error(exc) from exc
-        return self._response(response)
+            raise self._transport_error(exc, deadline) from exc
+        return self._response(response, data)
+
+    async def _exchange(
+        self, request: httpx.Request, deadline: Deadline | None
+    ) -> tuple[httpx.Response, bytes]:
+        response = await self._client.send(request, stream=True)
+        try:
+            reader = BodyReader(deadline)
+            async for chunk in response.aiter_bytes():
+                if not reader.feed(chunk):
+                    break
+        finally:
+            await response.aclose()
+        return response, reader.body()
 
     async def aclose(self) -> None:
         """Close the connection pool."""

@@ -16,6 +16,7 @@ once the script is used up; it records every request in ``received``. Actions:
 - ``Truncate()``: a 201 status line and headers, part of the promised body, then close.
 - ``Garbage(data)``: bytes that are not HTTP, then close.
 - ``Drip(interval)``: a 201 answer whose body trickles in one byte per ``interval``.
+- ``DripHeaders(interval)``: a 201 answer whose status line and headers trickle in.
 - ``Cycle(*actions)``: the given actions in turn, one per request, round and round.
 
 Usage::
@@ -49,6 +50,7 @@ __all__ = [
     "Blackhole",
     "Cycle",
     "Drip",
+    "DripHeaders",
     "FaultServer",
     "Garbage",
     "Received",
@@ -236,6 +238,29 @@ class Drip(Action):
                 return
             handler.wfile.write(body[index : index + 1])
             handler.wfile.flush()
+        request.status = 201
+
+
+@dataclass
+class DripHeaders(Action):
+    """A 201 whose status line and headers arrive one byte per ``interval`` seconds."""
+
+    interval: float
+
+    def respond(self, handler: _Handler, request: Received) -> None:
+        body = json.dumps({"records": len(request.records)}).encode()
+        head = (
+            "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        for index in range(len(head)):
+            if handler.fault_server.stopped.wait(self.interval):
+                handler.close_connection = True
+                return
+            handler.wfile.write(head[index : index + 1])
+            handler.wfile.flush()
+        handler.wfile.write(body)
+        handler.wfile.flush()
         request.status = 201
 
 

@@ -7,14 +7,15 @@ import gzip
 import json
 import pickle
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from typing import Any
 
 import httpx
 import pytest
-from faults import Blackhole, FaultServer, Reply, Reset
+from faults import Accept, Blackhole, Drip, DripHeaders, FaultServer, Reply, Reset
 from samples import REFERENCE_USER
 from servers import CollectorHandle
 
@@ -259,6 +260,140 @@ def test_mock_transport_is_used() -> None:
         client.update_user({"user_id": "u"})
     assert info.value.status_code == 502
     assert seen[0].url == "http://moesif.invalid/v1/users"
+
+
+# ---------------------------------------------------------- whole-request timeout
+# Drip(0.1, size=40) needs about 4 s to send its whole answer; each test's timeout is
+# 0.3 s. What proves the request was abandoned is that the server had not finished
+# (``status is None``); the generous upper bound on the time only rules out waiting for it.
+
+TRICKLE = Drip(interval=0.1, size=40)
+LIMIT = 0.3
+BATCH = b'[{"user_id":"u"}]'
+
+
+def abandoned_within(call: Callable[[], object], limit: float) -> TransportError:
+    started = time.monotonic()
+    with pytest.raises(TransportError) as info:
+        call()
+    assert time.monotonic() - started < 5 * limit
+    return info.value
+
+
+def test_trickling_answer_to_post_body_is_abandoned(faults: FaultServer) -> None:
+    faults.script(TRICKLE)
+    with UsersClient(SECRET_ID, faults.url) as client:
+        error = abandoned_within(lambda: client.post_body(BATCH_PATH, BATCH, timeout=LIMIT), LIMIT)
+        assert faults.received[0].status is None  # the answer was still trickling
+        # the abandoned connection is dropped: the pool still works
+        assert client.post_body(BATCH_PATH, BATCH, timeout=LIMIT).status_code == 201
+    assert str(error).startswith("Users API answer took longer than 0.3 s")
+    assert isinstance(error.__cause__, httpx.TimeoutException)
+    assert error.status_code is None
+    assert error.retryable
+    assert SECRET_ID not in str(error)
+
+
+def test_client_timeout_bounds_the_whole_request(faults: FaultServer) -> None:
+    faults.script(TRICKLE)
+    with UsersClient(SECRET_ID, faults.url, timeout=LIMIT) as client:
+        error = abandoned_within(lambda: client.update_user({"user_id": "u"}), LIMIT)
+    assert faults.received[0].status is None
+    assert "took longer than 0.3 s" in str(error)
+
+
+def test_trickling_headers_are_abandoned(faults: FaultServer) -> None:
+    faults.script(DripHeaders(interval=0.1))
+    with UsersClient(SECRET_ID, faults.url) as client:
+        error = abandoned_within(lambda: client.post_body(BATCH_PATH, BATCH, timeout=LIMIT), LIMIT)
+    assert faults.received[0].status is None
+    assert "took longer than 0.3 s" in str(error)
+
+
+def test_trickle_is_abandoned_through_a_custom_transport(faults: FaultServer) -> None:
+    # a transport passed in is not wrapped: the check as each chunk arrives bounds it
+    faults.script(TRICKLE)
+    client = UsersClient(SECRET_ID, faults.url, transport=httpx.HTTPTransport())
+    with client:
+        error = abandoned_within(lambda: client.post_body(BATCH_PATH, BATCH, timeout=LIMIT), LIMIT)
+    assert faults.received[0].status is None
+    assert str(error).startswith("Users API answer took longer than 0.3 s")
+    assert isinstance(error.__cause__, httpx.ReadTimeout)
+
+
+def test_blocked_read_ends_at_the_per_call_timeout(faults: FaultServer) -> None:
+    faults.script(Blackhole())
+    with UsersClient(SECRET_ID, faults.url, timeout=30.0) as client:
+        error = abandoned_within(lambda: client.post_body(BATCH_PATH, BATCH, timeout=LIMIT), LIMIT)
+    assert "took longer than 0.3 s" in str(error)
+    assert isinstance(error.__cause__, httpx.ReadTimeout)
+
+
+def test_async_trickling_answer_is_abandoned(faults: FaultServer) -> None:
+    faults.script(TRICKLE, DripHeaders(interval=0.1))
+
+    async def scenario() -> list[TransportError]:
+        errors = []
+        async with AsyncUsersClient(SECRET_ID, faults.url, timeout=LIMIT) as client:
+            for _ in range(2):
+                started = time.monotonic()
+                with pytest.raises(TransportError) as info:
+                    await client.post_body(BATCH_PATH, BATCH)
+                assert time.monotonic() - started < 5 * LIMIT
+                errors.append(info.value)
+            await client.update_user({"user_id": "after"})  # the pool still works
+        return errors
+
+    errors = asyncio.run(scenario())
+    assert [r.status for r in faults.received] == [None, None, 201]
+    for error in errors:
+        assert str(error).startswith("Users API answer took longer than 0.3 s")
+        assert isinstance(error.__cause__, httpx.TimeoutException)
+        assert SECRET_ID not in str(error)
+
+
+def test_an_answer_in_many_chunks_is_parsed_whole(faults: FaultServer) -> None:
+    faults.script(Drip(interval=0.001, size=40), Drip(interval=0.001, size=40))
+    with UsersClient(SECRET_ID, faults.url, timeout=5.0) as client:
+        response = client.post_body(BATCH_PATH, BATCH, timeout=5.0)
+
+    async def scenario() -> str:
+        async with AsyncUsersClient(SECRET_ID, faults.url, timeout=5.0) as client:
+            return (await client.post_body(BATCH_PATH, BATCH)).text
+
+    async_text = asyncio.run(scenario())
+    expected = '{"records": 1}'.ljust(40)
+    assert (response.status_code, response.text) == (201, expected)
+    assert async_text == expected
+    assert response.headers["content-length"] == "40"
+
+
+def test_a_normal_answer_is_parsed(faults: FaultServer) -> None:
+    faults.script(Accept(), Reply(422, {"message": "bad"}, {"X-Trace": "t1"}), Accept())
+    with UsersClient(SECRET_ID, faults.url, timeout=LIMIT) as client:
+        assert client.post_body(BATCH_PATH, BATCH).text == '{"records": 1}'
+        rejected = client.post_body(BATCH_PATH, BATCH, timeout=LIMIT)
+
+    async def scenario() -> str:
+        async with AsyncUsersClient(SECRET_ID, faults.url, timeout=LIMIT) as client:
+            return (await client.post_body(BATCH_PATH, BATCH, timeout=LIMIT)).text
+
+    assert asyncio.run(scenario()) == '{"records": 1}'
+    assert (rejected.status_code, json.loads(rejected.text)) == (422, {"message": "bad"})
+    assert rejected.headers["x-trace"] == "t1"
+
+
+def test_only_the_first_64_kib_of_an_answer_is_read(faults: FaultServer) -> None:
+    huge = b"x" * (4 * 1024 * 1024)
+    faults.script(Reply(201, huge), Reply(500, huge))
+    with UsersClient(SECRET_ID, faults.url) as client:
+        accepted = client.post_body(BATCH_PATH, BATCH)
+        with pytest.raises(ApiError) as info:
+            client.update_users_batch([{"user_id": "u"}])
+    assert accepted.status_code == 201
+    assert accepted.text == "x" * 64 * 1024
+    assert info.value.status_code == 500
+    assert info.value.body == "x" * 64 * 1024
 
 
 # -------------------------------------------------------------- config and secrecy
