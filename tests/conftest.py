@@ -64,3 +64,21 @@ def fresh_collector(tmp_path: Path) -> Iterator[Callable[..., ServerThread]]:
     for server in started:
         server.stop()
         server.app.state.store.close()
+
+
+@pytest.fixture
+def make(collector: CollectorHandle, app_id: str) -> Iterator[Callable[..., Any]]:
+    """``make(**options) -> Capture`` sending to the shared collector under ``app_id``.
+
+    Every sender is shut down and forgotten at test end.
+    """
+    from moesif_users_middleware.capture import Capture
+    from moesif_users_middleware.config import build_config
+    from moesif_users_middleware.sender import _reset_senders_for_tests
+
+    def make_capture(**options: Any) -> Capture:
+        config, _ = build_config({"application_id": app_id, "base_url": collector.url, **options})
+        return Capture(config)
+
+    yield make_capture
+    _reset_senders_for_tests()

@@ -9,7 +9,7 @@ import json
 import threading
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
@@ -19,7 +19,6 @@ from moesif_users_middleware.capture import MAX_METADATA_LENGTH, Capture, captur
 from moesif_users_middleware.config import build_config
 from moesif_users_middleware.models import Campaign
 from moesif_users_middleware.request_view import EnvironView, ScopeView, SnapshotSpec
-from moesif_users_middleware.sender import _reset_senders_for_tests
 
 PUBLIC_PEER = "203.0.113.5"
 UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"
@@ -54,16 +53,6 @@ def view(
 
 
 Make = Callable[..., Capture]
-
-
-@pytest.fixture
-def make(collector: Any, app_id: str) -> Iterator[Make]:
-    def make_capture(**options: Any) -> Capture:
-        config, _ = build_config({"application_id": app_id, "base_url": collector.url, **options})
-        return Capture(config)
-
-    yield make_capture
-    _reset_senders_for_tests()
 
 
 @pytest.fixture

@@ -22,21 +22,10 @@ from moesif_users_middleware.request_view import (
     SnapshotSpec,
     SnapshotView,
 )
-from moesif_users_middleware.sender import _reset_senders_for_tests
 
 PEER = "203.0.113.5"
 
 Make = Callable[..., Capture]
-
-
-@pytest.fixture
-def make(collector: Any, app_id: str) -> Iterator[Make]:
-    def make_capture(**options: Any) -> Capture:
-        config, _ = build_config({"application_id": app_id, "base_url": collector.url, **options})
-        return Capture(config)
-
-    yield make_capture
-    _reset_senders_for_tests()
 
 
 def request_view(user: str, plan: str = "pro", agent: str = "agent/1") -> EnvironView:
