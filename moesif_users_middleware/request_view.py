@@ -215,15 +215,16 @@ class ScopeView(RequestView):
         key = _scope_keys.get(name)
         if key is None:
             key = _scope_key(name)
-        raw = headers.get(key)
-        if type(raw) is not bytes:
-            if not isinstance(raw, bytearray):
-                return None  # absent, or a non-bytes value from a malformed scope
-            raw = bytes(raw)
-        try:
-            return raw.decode()
-        except UnicodeDecodeError:
-            return raw.decode("latin-1")
+        return _scope_text(headers.get(key))
+
+    def snapshot(self, spec: SnapshotSpec) -> tuple[Any, ...]:
+        # The raw header bytes (one C-level pass); SnapshotView decodes them when read.
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = _index_headers(self._scope.get("headers"))
+        return _ScopeRaw(
+            (self.peer, self._scope.get("query_string"), *map(headers.get, spec.scope_keys))
+        )
 
     def auth_user(self) -> Any:
         source = self._auth_user
@@ -235,17 +236,22 @@ class ScopeView(RequestView):
 class SnapshotSpec:
     """Which headers a :meth:`RequestView.snapshot` keeps (names lower-case)."""
 
-    __slots__ = ("environ_keys", "index", "names")
+    __slots__ = ("environ_keys", "index", "names", "scope_keys")
 
     def __init__(self, names: tuple[str, ...]) -> None:
         self.names = tuple(dict.fromkeys(name.lower() for name in names))
         self.environ_keys = ("REMOTE_ADDR", "QUERY_STRING", *map(_environ_key, self.names))
+        self.scope_keys = tuple(map(_scope_key, self.names))
         self.index = {name: position for position, name in enumerate(self.names, 2)}
 
 
-class _Decoded(tuple):  # type: ignore[type-arg]
-    """A snapshot of values already decoded to text (a plain tuple holds raw environ values)."""
+# A snapshot's type says how its values are encoded: a plain tuple holds raw environ
+# values (text as Latin-1), _ScopeRaw raw ASGI header bytes, _Decoded text.
+class _ScopeRaw(tuple):  # type: ignore[type-arg]
+    __slots__ = ()
 
+
+class _Decoded(tuple):  # type: ignore[type-arg]
     __slots__ = ()
 
 
@@ -256,7 +262,7 @@ class SnapshotView(RequestView):
     and campaign) comes from here, so nothing of the request but a few strings is kept.
     """
 
-    __slots__ = ("_index", "_raw", "_values")
+    __slots__ = ("_decode", "_index", "_values")
 
     def __init__(self, spec: SnapshotSpec, values: tuple[Any, ...]) -> None:
         self.request = None
@@ -266,12 +272,17 @@ class SnapshotView(RequestView):
         self._cookies = None
         self._index = spec.index
         self._values = values
-        self._raw = type(values) is tuple
+        kind = type(values)
+        self._decode = (
+            _environ_text if kind is tuple else _scope_text if kind is _ScopeRaw else _as_text
+        )
 
     @property
     def query_string(self) -> str:
         value = self._values[1]
-        return value if isinstance(value, str) and value else ""
+        if isinstance(value, (bytes, bytearray)):
+            return value.decode("latin-1")
+        return value if isinstance(value, str) else ""
 
     @property
     def peer(self) -> str | None:
@@ -282,8 +293,23 @@ class SnapshotView(RequestView):
         position = self._index.get(name)
         if position is None:
             return None
-        value = self._values[position]
-        return _environ_text(value) if self._raw else value
+        return self._decode(self._values[position])
+
+
+def _as_text(value: object) -> str | None:
+    return value if type(value) is str else None
+
+
+def _scope_text(raw: object) -> str | None:
+    """An ASGI header value as text: UTF-8 when valid, else Latin-1; ``None`` if not bytes."""
+    if type(raw) is not bytes:
+        if not isinstance(raw, bytearray):
+            return None  # absent, or a non-bytes value from a malformed scope
+        raw = bytes(raw)
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 def _environ_text(value: object) -> str | None:

@@ -267,20 +267,32 @@ def test_environ_snapshot_values_are_decoded_like_environ_headers(
     assert later.header("not-in-the-spec") is None
 
 
-def test_scope_snapshot_values_stay_as_decoded() -> None:
-    """An ASGI value decoded from UTF-8 is not decoded a second time."""
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"plain", "plain"),
+        ("\u00c3\u00a9".encode(), "\u00c3\u00a9"),  # valid UTF-8: decoded once, not twice
+        (b"caf\xe9", "caf\u00e9"),  # not UTF-8: Latin-1
+        (bytearray(b"array"), "array"),
+        ("text", None),  # not bytes (a malformed scope): ignored
+    ],
+)
+def test_scope_snapshot_values_are_decoded_like_scope_headers(
+    raw: Any, expected: str | None
+) -> None:
     scope = {
         "type": "http",
-        "headers": [(b"user-agent", "\u00c3\u00a9".encode()), (b"x-forwarded-for", b"1.2.3.4")],
+        "headers": [(b"user-agent", raw), (b"x-forwarded-for", b"1.2.3.4")],
         "client": (PEER, 1234),
         "query_string": b"utm_source=x",
     }
     live = ScopeView(scope, None, None)
     later = SnapshotView(SPEC, live.snapshot(SPEC))
-    assert later.header("user-agent") == "\u00c3\u00a9"
+    assert later.header("user-agent") == live.header("user-agent") == expected
     assert later.header("x-forwarded-for") == "1.2.3.4"
+    assert later.header("referer") is None
     assert later.peer == PEER
-    assert later.query_string == "utm_source=x"
+    assert later.query_string == live.query_string == "utm_source=x"
 
 
 def test_deferred_captures_are_not_finished_in_a_forked_child(make: Make) -> None:
