@@ -1,7 +1,13 @@
-"""Run an ASGI app under uvicorn in a background thread on 127.0.0.1 (for tests)."""
+"""Run an ASGI app under uvicorn in a background thread on 127.0.0.1 (for tests), and
+clean up server subprocesses (with their workers) however a test ends."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -20,7 +26,7 @@ except ModuleNotFoundError as missing:  # no uvicorn (``nox -s core``): tests ne
             pytest.skip(f"needs {_MISSING} (the [collector] extra)")
 
 
-__all__ = ["APP_ID_HEADER", "CollectorHandle", "ServerThread"]
+__all__ = ["APP_ID_HEADER", "CollectorHandle", "ServerThread", "stop_process_group"]
 
 
 APP_ID_HEADER = "X-Moesif-Application-Id"
@@ -69,3 +75,51 @@ class CollectorHandle:
 
     def close(self) -> None:
         self.client.close()
+
+
+def stop_process_group(process: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    """End everything left in the group of ``process`` (started with ``start_new_session``).
+
+    SIGTERM to the whole group, up to ``grace`` seconds for it to empty, then SIGKILL;
+    the leader is reaped. Worker children are in the group too, so none outlives the
+    test, even when the leader is already gone. Safe in any state, and more than once.
+    """
+    group = process.pid  # start_new_session: the leader's pid is the group id
+    if process.poll() is None and os.getpgid(group) != group:
+        raise ValueError("the process was not started with start_new_session=True")
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:  # nothing left in the group
+            break
+        deadline = time.monotonic() + grace
+        while _group_alive(group) and time.monotonic() < deadline:
+            process.poll()  # reap the leader as soon as it exits
+            time.sleep(0.05)
+        if not _group_alive(group):
+            break
+    process.wait(10)
+
+
+def _group_alive(group: int) -> bool:
+    """Whether a live (not zombie) process is left in process group ``group``.
+
+    Zombies count as gone: orphans are not always reaped (a container's PID 1 may
+    never call wait), and a zombie runs nothing.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():  # no procfs: ask the kernel (zombies then count as alive)
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # the process exited meanwhile
+            continue
+        if len(fields) > 2 and fields[2] == str(group) and fields[0] != "Z":
+            return True
+    return False

@@ -25,7 +25,7 @@ import pytest
 
 pytest.importorskip("django")
 
-from servers import CollectorHandle
+from servers import CollectorHandle, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "django_app"
@@ -96,7 +96,7 @@ def demo_users(example_env: dict[str, str]) -> list[dict[str, Any]]:
 
 
 class Server:
-    """A server process in its own process group; killed at test end if still running."""
+    """A server process in its own process group; the group is killed at test end."""
 
     def __init__(self, argv: list[str], env: dict[str, str], log: Path, port: int) -> None:
         self.log = log
@@ -126,9 +126,8 @@ class Server:
         return self.process.wait(timeout=timeout)
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        """End whatever is left of the server's process group, workers included."""
+        stop_process_group(self.process)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from servers import CollectorHandle
+from servers import CollectorHandle, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 USERS = 10
@@ -36,7 +36,10 @@ def free_port() -> int:
 
 
 class Uvicorn:
-    """``python -m uvicorn examples.fastapi_app:app`` on a free loopback port."""
+    """``python -m uvicorn examples.fastapi_app:app`` on a free loopback port.
+
+    It runs in a session of its own, so that :meth:`kill` can end its workers too.
+    """
 
     def __init__(self, app_id: str, base_url: str, *extra: str) -> None:
         self.port = free_port()
@@ -59,6 +62,7 @@ class Uvicorn:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,
         )
 
     def wait_ready(self, timeout: float = 30.0) -> None:
@@ -79,15 +83,15 @@ class Uvicorn:
         return self.process.wait(timeout)
 
     def output(self) -> str:
-        if self.process.poll() is None:
-            self.process.kill()
+        """Everything the server printed; ends the server (and its workers) first."""
+        # Workers inherit the pipe: killing only the main process would leave it open.
+        stop_process_group(self.process)
         out, _ = self.process.communicate(timeout=10)
         return out
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        """End whatever is left of the server's process group, workers included."""
+        stop_process_group(self.process)
         if self.process.stdout is not None:
             self.process.stdout.close()
 
@@ -162,6 +166,6 @@ def test_sigterm_delivers_every_profile(
         time.sleep(0.5)
         # A graceful stop: uvicorn re-raises the SIGTERM it handled once it has shut down.
         assert server.terminate() in (0, -signal.SIGTERM), server.output()
+        assert_all_arrived(collector, app_id, tokens)
     finally:
-        server.kill()
-    assert_all_arrived(collector, app_id, tokens)
+        server.kill()  # only cleanup: the checks above saw the server as it stopped

@@ -26,8 +26,8 @@ pytest.importorskip("flask")
 
 
 if TYPE_CHECKING:  # gunicorn imports this module too: keep its imports light
-    from conftest import CollectorHandle
     from flask import Flask
+    from servers import CollectorHandle
 
 ROOT = Path(__file__).resolve().parents[1]
 USERS = [f"user{index}" for index in range(10)]
@@ -46,7 +46,8 @@ def preloaded_app() -> Flask:
 
 
 class Gunicorn:
-    """A gunicorn master in a subprocess; its log is collected by a thread."""
+    """A gunicorn master in a subprocess (a session of its own, shared with its workers);
+    its log is collected by a thread."""
 
     def __init__(self, app_spec: str, env: dict[str, str]) -> None:
         self.log: list[str] = []
@@ -69,6 +70,7 @@ class Gunicorn:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -99,15 +101,21 @@ class Gunicorn:
         raise AssertionError("workers did not boot:\n" + "".join(self.log))
 
     def stop(self, timeout: float = 40.0) -> int:
+        """Gunicorn's graceful stop: SIGTERM to the master; its exit code."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait(10)
-            self._reader.join(5)
+        code = self.process.wait(timeout)
+        self._reader.join(5)  # the whole log, for the test's messages
+        return code
+
+    def close(self) -> None:
+        """End whatever is left of the master's process group, workers included (teardown)."""
+        from servers import stop_process_group  # not at the top: gunicorn imports this module
+
+        stop_process_group(self.process)
+        self._reader.join(5)
+        if not self._reader.is_alive() and self.process.stderr is not None:
+            self.process.stderr.close()
 
 
 @pytest.fixture
@@ -127,7 +135,7 @@ def gunicorn_env(app_id: str, collector: CollectorHandle) -> dict[str, str]:
 def server(gunicorn_env: dict[str, str]) -> Iterator[Gunicorn]:
     master = Gunicorn(f"{Path(__file__).stem}:preloaded_app()", gunicorn_env)
     yield master
-    master.stop()
+    master.close()
 
 
 @pytest.mark.slow
