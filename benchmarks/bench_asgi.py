@@ -13,36 +13,62 @@ with a minimal ``receive``/``send`` (no test client, no sockets), in four varian
 Both libraries send to a loopback sink that answers at once, so their background threads
 run as in production. Variants are interleaved round by round; the added cost is the
 median over rounds of (variant - bare). Each framework runs in its own child process.
-Run::
+Traffic rotates through 1,000 users:
+
+- ``--traffic repeat`` (default): each user's requests are identical;
+- ``--traffic changing``: every request carries ``x-seq: <n>`` (a number never sent
+  before, added to the scope by the driver for all four alike) and ``get_metadata``
+  returns it, so every request is a new update and none can be skipped as a repeat.
+
+Three clocks per batch: wall time (``perf_counter``), this thread's CPU time
+(``thread_time``: the request path alone, steady on a shared machine; the targets are
+checked on it) and the whole process's CPU time (``process_time``: every thread, read
+once the batch's background work is done: our sender flushed, the process idle). The
+last one matters because ours finishes each capture in its sender thread
+(``Sender.defer`` then ``Capture.finish``): thread CPU shows what the request pays,
+process CPU the total work, the libraries' background threads and the in-process sink
+included. Flushing after every batch sends more often than ours would (every 2 s), so
+it coalesces less: an upper bound for ours. ``moesifasgi`` sends on a timer whatever
+the traffic (100 events a second, the rest stays queued); that job lands in whichever
+batch runs then, and medians leave it out. Run::
 
     python benchmarks/bench_asgi.py [--requests 300] [--rounds 100]
+        [--traffic repeat|changing] [--json] [--framework starlette|fastapi]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import importlib
 import importlib.util
+import json
 import logging
-import statistics
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Awaitable, Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _harness import (
+    TRAFFIC,
+    TRAFFIC_HELP,
+    Role,
+    Variant,
+    asgi_runner,
+    asgi_scopes,
+    measure,
+    print_tables,
+    start_sink,
+    summarize,
+    traffic_line,
+)
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -50,37 +76,8 @@ from moesif_users_middleware.sender import get_sender
 from moesif_users_middleware.starlette import MoesifUsersMiddleware
 
 APPLICATION_ID = "bench-application-id"
-USERS = 100  # distinct users the requests rotate through
 TARGET_ADDED_US = 15.0
 TARGET_RATIO = 10.0
-
-
-# --- the sink both libraries send to --------------------------------------------------------
-class _Sink(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        if length:
-            self.rfile.read(length)
-        body = b"{}"
-        self.send_response(201 if self.command == "POST" else 200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
-
-def start_sink() -> tuple[ThreadingHTTPServer, str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="sink", daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
 # --- the app and the four hooks --------------------------------------------------------------
@@ -114,6 +111,11 @@ def get_metadata(request: Request, response: Any) -> dict[str, Any]:
     return {"plan": "pro", "seats": 5}
 
 
+def get_metadata_seq(request: Request, response: Any) -> dict[str, Any]:
+    """``get_metadata`` for changing traffic: the request's ``x-seq`` too."""
+    return {"plan": "pro", "seats": 5, "seq": request.headers.get("x-seq")}
+
+
 def skip(request: Request, response: Any) -> bool:
     return bool(request.scope["path"] == "/health")
 
@@ -123,10 +125,12 @@ class NoOp(BaseHTTPMiddleware):
         return await call_next(request)
 
 
-def build_variants(
-    make_app: Callable[[], Starlette], sink: str, with_peer: bool
-) -> dict[str, ASGIApp]:
-    variants: dict[str, ASGIApp] = {"bare": make_app()}
+def build_apps(
+    make_app: Callable[[], Starlette], sink: str, traffic: str, with_peer: bool
+) -> dict[str, tuple[Role, Starlette]]:
+    """Variant name -> (its role, the app)."""
+    metadata = get_metadata_seq if traffic == "changing" else get_metadata
+    apps: dict[str, tuple[Role, Starlette]] = {"bare app": ("bare", make_app())}
 
     ours = make_app()
     ours.add_middleware(
@@ -135,10 +139,10 @@ def build_variants(
         base_url=sink,
         identify_user=identify_user,
         identify_company=identify_company,
-        get_metadata=get_metadata,
+        get_metadata=metadata,
         skip=skip,
     )
-    variants["ours"] = ours
+    apps["+ moesif_users_middleware (4 hooks)"] = ("ours", ours)
 
     if with_peer:
         # Not a dependency of this project (and untyped): imported only when measured.
@@ -151,183 +155,101 @@ def build_variants(
                 "BASE_URI": sink,
                 "IDENTIFY_USER": identify_user,
                 "IDENTIFY_COMPANY": identify_company,
-                "GET_METADATA": get_metadata,
+                "GET_METADATA": metadata,
                 "SKIP": skip,
             },
         )
-        variants["moesifasgi"] = theirs
+        apps["+ moesifasgi (4 hooks)"] = ("theirs", theirs)
 
     basehttp = make_app()
     basehttp.add_middleware(NoOp)
-    variants["basehttp"] = basehttp
-    return variants
+    apps["+ no-op BaseHTTPMiddleware"] = ("reference", basehttp)
+    return apps
 
 
-# --- driving an ASGI app directly ------------------------------------------------------------
-def scope_templates() -> list[dict[str, Any]]:
-    templates = []
-    for n in range(USERS):
-        headers = [
-            (b"host", b"api.example.com"),
-            (b"user-agent", b"bench-client/1.0"),
-            (b"accept", b"*/*"),
-            (b"authorization", f"Bearer token-{n}".encode()),
-            (b"x-user-id", f"user-{n}".encode()),
-        ]
-        templates.append(
-            {
-                "type": "http",
-                "asgi": {"version": "3.0", "spec_version": "2.4"},
-                "http_version": "1.1",
-                "method": "GET",
-                "scheme": "http",
-                "path": "/hello",
-                "raw_path": b"/hello",
-                "query_string": b"",
-                "root_path": "",
-                "headers": headers,
-                "client": ("203.0.113.7", 50000 + n),
-                "server": ("127.0.0.1", 8000),
-                "state": {},
-            }
-        )
-    return templates
+def flush_ours(sink_url: str) -> Callable[[], None]:
+    """Our captures finish in the sender's thread: make that (and the send) happen now."""
+
+    def flush() -> None:
+        if not get_sender(application_id=APPLICATION_ID, base_url=sink_url).flush(10):
+            raise RuntimeError("our sender could not deliver to the sink")
+
+    return flush
 
 
-_REQUEST = {"type": "http.request", "body": b"", "more_body": False}
-_DISCONNECT = {"type": "http.disconnect"}
-
-
-def make_receive() -> Callable[[], Awaitable[Message]]:
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if sent:
-            return _DISCONNECT
-        sent = True
-        return _REQUEST
-
-    return receive
-
-
-class Checker:
-    """A ``send`` that keeps the last status (to check each variant answers 200)."""
-
-    status = 0
-
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-
-
-async def time_batch(
-    app: ASGIApp, templates: list[dict[str, Any]], requests: int
-) -> tuple[float, float]:
-    """(wall, CPU) microseconds per request over ``requests`` sequential calls.
-
-    CPU is this thread's CPU time: it leaves out time the machine gave to other processes
-    (and to background threads), so it is steadier than wall time on a shared machine.
-    """
-    send = Checker()
-    count = len(templates)
-    wall = time.perf_counter_ns()
-    cpu = time.thread_time_ns()
-    for i in range(requests):
-        await app(dict(templates[i % count]), make_receive(), send)
-    cpu = time.thread_time_ns() - cpu
-    wall = time.perf_counter_ns() - wall
-    if send.status != 200:
-        raise RuntimeError(f"unexpected status {send.status}")
-    return wall / requests / 1e3, cpu / requests / 1e3
-
-
-async def measure(
-    variants: dict[str, ASGIApp], requests: int, rounds: int
-) -> dict[str, list[tuple[float, float]]]:
-    templates = scope_templates()
-    for app in variants.values():  # warm up: builds middleware stacks, starts threads
-        await time_batch(app, templates, max(200, requests // 10))
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, app in variants.items():
-            gc.collect()
-            results[name].append(await time_batch(app, templates, requests))
-    return results
-
-
-LABELS = {
-    "bare": "bare app",
-    "ours": "+ moesif_users_middleware (4 hooks)",
-    "moesifasgi": "+ moesifasgi (4 hooks)",
-    "basehttp": "+ no-op BaseHTTPMiddleware",
-}
-
-
-def report(framework: str, results: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
-    """Print the table; return the added CPU µs per variant."""
-    bare = results["bare"]
-    print(f"\n{framework}: median µs/request over {len(bare)} rounds (wall time | CPU time)")
-    print(f"  {'variant':<37}{'wall':>8}{'added':>8}{'CPU':>10}{'added':>8}")
-    added_cpu: dict[str, float] = {}
-    for name, per_round in results.items():
-        wall = statistics.median(w for w, _ in per_round)
-        cpu = statistics.median(c for _, c in per_round)
-        if name == "bare":
-            print(f"  {LABELS[name]:<37}{wall:>8.1f}{'-':>8}{cpu:>10.1f}{'-':>8}")
-            continue
-        # Paired by round, so slow phases of the machine cancel out.
-        added_wall = statistics.median(v[0] - b[0] for v, b in zip(per_round, bare, strict=True))
-        added_cpu[name] = statistics.median(
-            v[1] - b[1] for v, b in zip(per_round, bare, strict=True)
-        )
+def verdicts(ratio: dict[str, float | None], added_ours: float) -> bool:
+    """Print the targets' verdicts (on thread CPU); True if ours met its own."""
+    met = added_ours <= TARGET_ADDED_US
+    print(
+        f"  ours adds {added_ours:.1f} µs thread CPU (target ≤ {TARGET_ADDED_US:.0f} µs): "
+        f"{'PASS' if met else 'FAIL'}"
+    )
+    if ratio:
+        thread = ratio["thread"]
+        verdict = "PASS" if thread is None or thread >= TARGET_RATIO else "FAIL"
+        shown = "n/a" if thread is None else f"{thread:.0f}x"
         print(
-            f"  {LABELS[name]:<37}{wall:>8.1f}{added_wall:>8.1f}{cpu:>10.1f}{added_cpu[name]:>8.1f}"
+            f"  moesifasgi adds {shown} what ours adds in thread CPU "
+            f"(target ≥ {TARGET_RATIO:.0f}x): {verdict}"
         )
-    ours = added_cpu["ours"]
-    verdict = "PASS" if ours <= TARGET_ADDED_US else "FAIL"
-    print(f"  ours adds {ours:.1f} µs CPU (target ≤ {TARGET_ADDED_US:.0f} µs): {verdict}")
-    if "moesifasgi" in added_cpu:
-        ratio = added_cpu["moesifasgi"] / ours if ours > 0 else float("inf")
-        verdict = "PASS" if ratio >= TARGET_RATIO else "FAIL"
-        print(
-            f"  moesifasgi adds {ratio:.0f}x what ours adds (target ≥ {TARGET_RATIO:.0f}x): "
-            f"{verdict}"
-        )
-    return added_cpu
+    return met
 
 
 FRAMEWORKS: dict[str, Callable[[], Starlette]] = {
     "starlette": starlette_app,
     "fastapi": fastapi_app,
 }
+TITLES = {"starlette": "Starlette", "fastapi": "FastAPI"}
 
 
-def run_framework(name: str, requests: int, rounds: int) -> bool:
+def run_framework(name: str, requests: int, rounds: int, traffic: str, as_json: bool) -> bool:
     """Measure one framework in this process; True if our middleware met its target."""
     with_peer = importlib.util.find_spec("moesifasgi") is not None
     if not with_peer:
         print("moesifasgi is not installed: measuring without it (pip install moesifasgi)")
     # moesifasgi configures the root logger at INFO on construction; keep the output readable.
     logging.disable(logging.WARNING)
-    sink, sink_url = start_sink()
+    sink = start_sink()
+    loop = asyncio.new_event_loop()
     try:
-        variants = build_variants(FRAMEWORKS[name], sink_url, with_peer)
-        results = asyncio.run(measure(variants, requests, rounds))
-        added = report({"starlette": "Starlette", "fastapi": "FastAPI"}[name], results)
-        sender = get_sender(application_id=APPLICATION_ID, base_url=sink_url)
-        sender.flush(5)
+        scopes = asgi_scopes()
+        variants = [
+            Variant(
+                label,
+                name,
+                role,
+                asgi_runner(app, scopes, traffic, loop),
+                flush_ours(sink.url) if role == "ours" else None,
+            )
+            for label, (role, app) in build_apps(
+                FRAMEWORKS[name], sink.url, traffic, with_peer
+            ).items()
+        ]
+        samples = measure(variants, requests, rounds)
+        summary = summarize(variants, samples)
+        print_tables(summary, {name: TITLES[name]})
+        group = summary[name]
+        ours = next(v for v in variants if v.role == "ours").name
+        met = verdicts(group["theirs_over_ours"], group["variants"][ours]["thread"]["added_us"])
+        sender = get_sender(application_id=APPLICATION_ID, base_url=sink.url)
         print(f"  our sender: {sender.stats()}")
+        print(f"  {sink.describe()}")
+        if as_json:
+            meta = {"traffic": traffic, "requests": requests, "rounds": rounds}
+            print(json.dumps({**meta, "groups": summary}, indent=2))
         sender.shutdown()
     finally:
-        sink.shutdown()
-    return added["ours"] <= TARGET_ADDED_US
+        loop.close()
+        sink.stop()
+    return met
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=300, help="requests per round")
     parser.add_argument("--rounds", type=int, default=100, help="rounds (variants interleaved)")
+    parser.add_argument("--traffic", choices=TRAFFIC, default="repeat", help=TRAFFIC_HELP)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     parser.add_argument(
         "--framework",
         choices=sorted(FRAMEWORKS),
@@ -335,17 +257,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.framework:
-        return 0 if run_framework(args.framework, args.requests, args.rounds) else 1
+        met = run_framework(args.framework, args.requests, args.rounds, args.traffic, args.json)
+        return 0 if met else 1
     # One child per framework: what one framework's run leaves in memory (moesifasgi keeps
     # every event it has not sent yet) does not slow the other one's garbage collections.
-    print(
-        f"Python {sys.version.split()[0]}, {args.requests} requests x {args.rounds} rounds, "
-        f"{USERS} users"
-    )
+    print(f"Python {sys.version.split()[0]}")
+    print(traffic_line(args.traffic, args.requests, args.rounds))
     failed = False
     for name in FRAMEWORKS:
-        command = [sys.executable, __file__, "--framework", name]
+        command = [sys.executable, __file__, "--framework", name, "--traffic", args.traffic]
         command += ["--requests", str(args.requests), "--rounds", str(args.rounds)]
+        if args.json:
+            command.append("--json")
+        sys.stdout.flush()
         failed |= subprocess.run(command, check=False).returncode != 0
     return 1 if failed else 0
 

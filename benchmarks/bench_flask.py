@@ -12,14 +12,28 @@ Each is called directly with a prebuilt environ (a fresh copy per request, as a 
 makes) and a no-op ``start_response``; the body is iterated and closed, as a server
 does. All six are measured in turn, round after round, so they share the machine's
 noise. Both libraries send to a local HTTP sink that answers 200 at once. Traffic
-rotates through 1,000 users.
+rotates through 1,000 users:
 
-Two clocks are read around every measurement: wall time (``perf_counter``; includes
-waiting for the GIL while a background sender thread runs, and any time the machine
-gives to other processes) and the request thread's CPU time (``thread_time``; what the
-request path itself costs, steady on a busy machine). Both are reported.
+- ``--traffic repeat`` (default): each user's requests are identical;
+- ``--traffic changing``: every request carries ``X-Seq: <n>`` (a number never sent
+  before, set by the driver for all six alike) and both libraries' ``get_metadata``
+  return it, so every request is a new update and none can be skipped as a repeat.
+
+Three clocks per batch: wall time (``perf_counter``; includes waiting for the GIL while
+a background thread runs, and time the machine gives to other processes), the request
+thread's CPU time (``thread_time``: the request path alone, steady on a busy machine),
+and the whole process's CPU time (``process_time``: every thread, read once the batch's
+background work is done). The last one matters because ours finishes each capture in
+its sender thread (``Sender.defer`` then ``Capture.finish``): thread CPU shows what the
+request pays, process CPU the total work, background sender threads of both libraries
+and the in-process sink included. After each batch, before that clock stops, our
+sender is flushed and moesifwsgi's queue waited out (its last partial batch leaves
+after its 2 s batch timeout), then the process must be idle. Flushing after every batch
+sends more often than ours would (every 2 s), so it coalesces less: an upper bound for
+ours.
 
     /work/venv/bin/python benchmarks/bench_flask.py [--requests 5000] [--rounds 15]
+        [--traffic repeat|changing] [--json]
 
 ``moesifwsgi`` is only for this comparison (``pip install moesifwsgi``); without it the
 script measures ours alone and says so.
@@ -28,32 +42,40 @@ script measures ours alone and says so.
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.util
-import io
 import json
 import logging
 import os
-import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _harness import (
+    TRAFFIC,
+    TRAFFIC_HELP,
+    Role,
+    Variant,
+    measure,
+    print_tables,
+    start_sink,
+    summarize,
+    traffic_line,
+    wsgi_environs,
+    wsgi_runner,
+)
 from flask import Flask, Request, Response
 
 from moesif_users_middleware.flask import MoesifUsers
+from moesif_users_middleware.sender import get_sender
 from moesif_users_middleware.wsgi import MoesifUsersMiddleware
 
 Handler = Callable[..., Iterable[bytes]]
 APPLICATION_ID = "bench-application-id"
-USERS = 1000  # distinct users the traffic rotates through
 
 
 # --- the apps ---------------------------------------------------------------------------------
@@ -86,16 +108,28 @@ def get_metadata(request: Request, response: Response) -> dict[str, Any]:
     return {"email": f"{user_id}@example.com", "plan": "pro", "status": response.status_code}
 
 
+def get_metadata_seq(request: Request, response: Response) -> dict[str, Any]:
+    """``get_metadata`` for changing traffic: the request's ``X-Seq`` too."""
+    user_id = request.headers.get("X-User-Id")
+    return {
+        "email": f"{user_id}@example.com",
+        "plan": "pro",
+        "status": response.status_code,
+        "seq": request.headers.get("X-Seq"),
+    }
+
+
 def skip(request: Request, response: Response) -> bool:
     return request.path == "/health"
 
 
-OUR_HOOKS = {
-    "identify_user": identify_user,
-    "identify_company": identify_company,
-    "get_metadata": get_metadata,
-    "skip": skip,
-}
+def our_hooks(traffic: str) -> dict[str, Any]:
+    return {
+        "identify_user": identify_user,
+        "identify_company": identify_company,
+        "get_metadata": get_metadata_seq if traffic == "changing" else get_metadata,
+        "skip": skip,
+    }
 
 
 # --- the same four for moesifwsgi: hook(app, environ[, response_headers]) ----------------------
@@ -112,188 +146,124 @@ def their_get_metadata(app: Any, environ: dict[str, Any]) -> dict[str, Any]:
     return {"email": f"{user_id}@example.com", "plan": "pro"}
 
 
+def their_get_metadata_seq(app: Any, environ: dict[str, Any]) -> dict[str, Any]:
+    """``their_get_metadata`` for changing traffic: the request's ``X-Seq`` too."""
+    user_id = environ.get("HTTP_X_USER_ID")
+    return {"email": f"{user_id}@example.com", "plan": "pro", "seq": environ.get("HTTP_X_SEQ")}
+
+
 def their_skip(app: Any, environ: dict[str, Any]) -> bool:
     return bool(environ.get("PATH_INFO") == "/health")
 
 
-THEIR_HOOKS = {
-    "IDENTIFY_USER": their_identify_user,
-    "IDENTIFY_COMPANY": their_identify_company,
-    "GET_METADATA": their_get_metadata,
-    "SKIP": their_skip,
-}
-
-
-# --- a loopback sink ----------------------------------------------------------------------------
-class _Sink(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        body = b"{}"
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def start_sink() -> tuple[ThreadingHTTPServer, str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="sink", daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
-
-
-# --- driving the handlers ------------------------------------------------------------------------
-def environs() -> list[dict[str, Any]]:
-    base = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": "/hello",
-        "QUERY_STRING": "",
-        "SCRIPT_NAME": "",
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8000",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": "127.0.0.1",
-        "CONTENT_LENGTH": "",
-        "HTTP_HOST": "127.0.0.1:8000",
-        "HTTP_USER_AGENT": "bench-client/1.0",
-        "HTTP_ACCEPT": "*/*",
-        "HTTP_X_FORWARDED_FOR": "198.51.100.23",
-        "wsgi.errors": sys.stderr,
-        "wsgi.url_scheme": "http",
-        "wsgi.version": (1, 0),
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
+def their_hooks(traffic: str) -> dict[str, Any]:
+    return {
+        "IDENTIFY_USER": their_identify_user,
+        "IDENTIFY_COMPANY": their_identify_company,
+        "GET_METADATA": their_get_metadata_seq if traffic == "changing" else their_get_metadata,
+        "SKIP": their_skip,
     }
-    return [
-        {
-            **base,
-            "HTTP_X_USER_ID": f"user-{number}",
-            "HTTP_X_COMPANY_ID": f"company-{number % 50}",
-            "HTTP_AUTHORIZATION": f"Bearer token-{number}",
-        }
-        for number in range(USERS)
-    ]
 
 
-def _start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-    return None
+# --- the variants ------------------------------------------------------------------------------
+def flusher(application_id: str, base_url: str) -> Callable[[], None]:
+    """Our captures finish in the sender's thread: make that (and the send) happen now."""
+
+    def flush() -> None:
+        if not get_sender(application_id=application_id, base_url=base_url).flush(10):
+            raise RuntimeError("our sender could not deliver to the sink")
+
+    return flush
 
 
-def run(handler: Handler, envs: list[dict[str, Any]], count: int) -> tuple[float, float]:
-    """(wall, thread CPU) µs per request over ``count`` requests, as a server calls the app."""
-    n = len(envs)
-    empty = b""
-    start_cpu = time.thread_time_ns()
-    start = time.perf_counter_ns()
-    for i in range(count):
-        environ = dict(envs[i % n])
-        environ["wsgi.input"] = io.BytesIO(empty)
-        response = handler(environ, _start_response)
-        for _ in response:
-            pass
-        close = getattr(response, "close", None)
-        if close is not None:
-            close()
-    wall = time.perf_counter_ns() - start
-    cpu = time.thread_time_ns() - start_cpu
-    return wall / count / 1000, cpu / count / 1000
+def drainer(middleware: Any) -> Callable[[], None]:
+    """Wait until a ``moesifwsgi`` middleware has sent every event it was given.
+
+    Its batcher thread hands a partial batch to its senders only once its batch timeout
+    (2 s by default) has run out, so this waits that long after its queue empties.
+    """
+    pool = middleware.worker_pool
+
+    def drain() -> None:
+        deadline = time.monotonic() + 30
+        while not pool.event_queue.empty() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(pool.timeout + 0.05)
+        while pool.batch_queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    return drain
 
 
-def build_handlers(sink_url: str) -> tuple[dict[str, Handler], bool]:
-    ours = {"application_id": APPLICATION_ID, "base_url": sink_url, **OUR_HOOKS}
-    bare = flask_app()
+def build_variants(sink_url: str, traffic: str) -> tuple[list[Variant], bool]:
+    # Each of our two variants has its own sender (one per application id), as one app
+    # would: sharing one, their captures of a user would never repeat each other.
+    def ours(application_id: str) -> dict[str, Any]:
+        return {"application_id": application_id, "base_url": sink_url, **our_hooks(traffic)}
+
+    environs = wsgi_environs()
+
+    def variant(
+        name: str, role: Role, handler: Handler, settle: Callable[[], None] | None = None
+    ) -> Variant:
+        return Variant(name, name.split()[0], role, wsgi_runner(handler, environs, traffic), settle)
+
     with_ours = flask_app()
-    MoesifUsers(with_ours, **ours)
-    handlers: dict[str, Handler] = {
-        "flask bare": bare,
-        "flask + MoesifUsers": with_ours,
-    }
+    MoesifUsers(with_ours, **ours("bench-flask"))
+    variants = [
+        variant("flask bare", "bare", flask_app()),
+        variant("flask + MoesifUsers", "ours", with_ours, flusher("bench-flask", sink_url)),
+    ]
     have_theirs = importlib.util.find_spec("moesifwsgi") is not None
     theirs: dict[str, Any] = {}
     if have_theirs:
         from moesifwsgi import MoesifMiddleware  # type: ignore[import-untyped]
 
-        theirs = {"APPLICATION_ID": APPLICATION_ID, "BASE_URI": sink_url, **THEIR_HOOKS}
+        theirs = {"APPLICATION_ID": APPLICATION_ID, "BASE_URI": sink_url, **their_hooks(traffic)}
         with_theirs = flask_app()
-        with_theirs.wsgi_app = MoesifMiddleware(with_theirs.wsgi_app, theirs)  # type: ignore[method-assign]
-        handlers["flask + moesifwsgi"] = with_theirs
-    handlers["wsgi bare"] = wsgi_hello
-    handlers["wsgi + MoesifUsersMiddleware"] = MoesifUsersMiddleware(wsgi_hello, **ours)
+        middleware = MoesifMiddleware(with_theirs.wsgi_app, theirs)
+        with_theirs.wsgi_app = middleware  # type: ignore[method-assign]
+        variants.append(variant("flask + moesifwsgi", "theirs", with_theirs, drainer(middleware)))
+    variants.append(variant("wsgi bare", "bare", wsgi_hello))
+    wrapped = MoesifUsersMiddleware(wsgi_hello, **ours("bench-wsgi"))
+    variants.append(
+        variant("wsgi + MoesifUsersMiddleware", "ours", wrapped, flusher("bench-wsgi", sink_url))
+    )
     if have_theirs:
-        handlers["wsgi + moesifwsgi"] = MoesifMiddleware(wsgi_hello, theirs)
-    return handlers, have_theirs
-
-
-def report(clock: str, medians: dict[str, float], have_theirs: bool) -> dict[str, Any]:
-    """Print one clock's table; return its numbers."""
-    print(f"\n{clock} time, median µs/request")
-    print(f"{'handler':<32}{'µs/request':>12}{'added µs':>10}")
-    result: dict[str, Any] = {"median_us": medians}
-    for family in ("flask", "wsgi"):
-        bare = medians[f"{family} bare"]
-        for name, value in medians.items():
-            if name.startswith(family + " "):
-                added = "" if name.endswith(" bare") else f"{value - bare:10.2f}"
-                print(f"{name:<32}{value:12.2f}{added}")
-        ours_name = "flask + MoesifUsers" if family == "flask" else "wsgi + MoesifUsersMiddleware"
-        ours = medians[ours_name] - bare
-        result[f"{family}_ours_added_us"] = ours
-        if have_theirs:
-            theirs = medians[f"{family} + moesifwsgi"] - bare
-            ratio = theirs / ours if ours > 0 else float("inf")
-            print(f"  {family}: moesifwsgi adds {ratio:.1f}x what ours adds")
-            result[f"{family}_theirs_added_us"] = theirs
-            result[f"{family}_ratio"] = ratio
-    return result
+        middleware = MoesifMiddleware(wsgi_hello, theirs)
+        variants.append(variant("wsgi + moesifwsgi", "theirs", middleware, drainer(middleware)))
+    return variants, have_theirs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--requests", type=int, default=5000, help="requests per measurement")
     parser.add_argument("--rounds", type=int, default=15, help="measurements per handler")
+    parser.add_argument("--traffic", choices=TRAFFIC, default="repeat", help=TRAFFIC_HELP)
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = parser.parse_args()
 
     # First, so moesifwsgi's own logging.basicConfig(level=INFO) changes nothing.
     logging.basicConfig(level=logging.WARNING)
-    sink, sink_url = start_sink()
-    handlers, have_theirs = build_handlers(sink_url)
+    sink = start_sink()
+    variants, have_theirs = build_variants(sink.url, args.traffic)
     if not have_theirs:
         print("moesifwsgi is not installed: measuring ours only (pip install moesifwsgi)")
 
-    envs = environs()
-    for handler in handlers.values():  # warm up: imports, caches, sender threads
-        run(handler, envs, max(USERS, args.requests // 5))
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in handlers}
-    for _ in range(args.rounds):
-        for name, handler in handlers.items():
-            gc.collect()
-            samples[name].append(run(handler, envs, args.requests))
+    samples = measure(variants, args.requests, args.rounds)
 
     print(f"Flask {version('flask')}, Werkzeug {version('werkzeug')}, ", end="")
     if have_theirs:
         print(f"moesifwsgi {version('moesifwsgi')}, ", end="")
-    print(f"Python {sys.version.split()[0]}; {args.rounds} rounds x {args.requests} requests")
-    result: dict[str, Any] = {}
-    for clock, index in (("wall", 0), ("thread CPU", 1)):
-        medians = {
-            name: statistics.median(s[index] for s in runs) for name, runs in samples.items()
-        }
-        result[clock] = report(clock, medians, have_theirs)
+    print(f"Python {sys.version.split()[0]}")
+    print(traffic_line(args.traffic, args.requests, args.rounds))
+    summary = summarize(variants, samples)
+    print_tables(summary, {"flask": "Flask", "wsgi": "plain WSGI"})
+    print(sink.describe())
     if args.json:
-        print(json.dumps(result, indent=2))
-    sink.shutdown()
+        meta = {"traffic": args.traffic, "requests": args.requests, "rounds": args.rounds}
+        print(json.dumps({**meta, "groups": summary}, indent=2))
+    sink.stop()
 
 
 if __name__ == "__main__":
