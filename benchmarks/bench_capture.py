@@ -2,11 +2,19 @@
 
 A realistic request: four sync hooks (skip, identify_user, identify_company,
 get_metadata), a Bearer session token, an X-Forwarded-For chain of two behind a trusted
-peer, a browser User-Agent and a utm query. Each iteration builds an ``EnvironView`` from
-a prepared WSGI environ and runs ``Capture.capture`` up to and including the real
-sender's ``queue_validated`` (the sender points at an unused loopback port with a long
-flush interval, so nothing is sent while measuring). Users rotate over a pool, as many
-users' requests interleave in a real flush window.
+peer, a browser User-Agent and a utm query. Users rotate over a pool, as many users'
+requests interleave in a real flush window. The sender points at an unused loopback
+port with a long flush interval, so nothing is sent while measuring.
+
+A capture has two halves, measured apart and added up:
+
+- the request half: build an ``EnvironView`` from a prepared WSGI environ and run
+  ``Capture.capture`` (hooks, snapshot, hand-over to the sender); the sender's worker
+  is held off meanwhile, so none of the second half runs inside this timing;
+- the finish half: the sender finishing those captures (``Sender._drain_inbox``: token,
+  client IP, user agent, campaign, metadata checks, the real ``queue_validated``), once
+  for captures that change every time (each request carries a new metadata value) and
+  once for repeats (the user's last capture again, skipped after a comparison).
 
     python benchmarks/bench_capture.py [--repeats 41] [--number 2000] [--users 500]
     python benchmarks/bench_capture.py --collector   # sender thread delivering meanwhile
@@ -54,6 +62,7 @@ class User:
         self.company_id = f"company-{user_id % 50}"
         self.email = f"user{user_id}@example.com"
         self.name = f"User {user_id}"
+        self.visits = 0
         self.is_authenticated = True
 
 
@@ -82,6 +91,7 @@ def get_metadata(request: Request, response: Any) -> dict[str, Any]:
     return {
         "email": user.email,
         "name": user.name,
+        "visits": user.visits,
         "plan": {"tier": "pro", "seats": 5, "trial": False},
     }
 
@@ -127,6 +137,25 @@ def measure(step: Callable[[int], object], repeats: int, number: int) -> list[fl
             step(i)
         results.append((time.perf_counter_ns() - start) / number / 1000)
     return results
+
+
+def measure_halves(
+    capture: Capture, step: Callable[[int], object], repeats: int, number: int
+) -> tuple[list[float], list[float]]:
+    """Mean µs per capture of each half (request, finish), for each repeat."""
+    sender = capture.sender
+    requests, finishes = [], []
+    for _ in range(repeats):
+        gc.collect()
+        with sender._inbox_lock:  # the worker waits: only the request half runs here
+            start = time.perf_counter_ns()
+            for i in range(number):
+                step(i)
+            requests.append((time.perf_counter_ns() - start) / number / 1000)
+        start = time.perf_counter_ns()
+        sender._drain_inbox()
+        finishes.append((time.perf_counter_ns() - start) / number / 1000)
+    return requests, finishes
 
 
 @contextlib.contextmanager
@@ -188,6 +217,13 @@ def run(args: argparse.Namespace, base_url: str, flush_interval: float) -> None:
     def full(i: int) -> object:
         return capture.capture(EnvironView(environ, requests[i % users], None))
 
+    serial = iter(range(1 << 62))
+
+    def changing(i: int) -> object:  # the user's metadata differs on every request
+        request = requests[i % users]
+        request.user.visits = next(serial)
+        return capture.capture(EnvironView(environ, request, None))
+
     def view_only(i: int) -> object:
         return EnvironView(environ, requests[i % users], None)
 
@@ -195,18 +231,26 @@ def run(args: argparse.Namespace, base_url: str, flush_interval: float) -> None:
         return None
 
     assert full(0), "the benchmark request was not queued"
-    measure(full, 3, args.number)  # warm caches (IP verdicts, sender buffer)
-    loop = statistics.median(measure(empty, args.repeats, args.number))
+    number = min(args.number, 4000)  # under the inbox bound: no inline finishing
+    measure_halves(capture, changing, 3, number)  # warm caches (IP verdicts, sender buffer)
+    loop = statistics.median(measure(empty, args.repeats, number))
+    changed_request, changed_finish = measure_halves(capture, changing, args.repeats, number)
+    measure_halves(capture, full, 1, number)  # each user's last capture is now this one
+    repeat_request, repeat_finish = measure_halves(capture, full, args.repeats, number)
+    whole = [a + b for a, b in zip(changed_request, changed_finish, strict=True)]
     rows = [
-        ("capture (view + 4 hooks + queue_user)", measure(full, args.repeats, args.number)),
-        ("view construction only", measure(view_only, args.repeats, args.number)),
+        ("request half (view + 4 hooks + snapshot)", [v - loop for v in changed_request]),
+        ("finish half, a changed capture", changed_finish),
+        ("whole capture, changed (the two added)", [v - loop for v in whole]),
+        ("request half, a repeated capture", [v - loop for v in repeat_request]),
+        ("finish half, a repeated capture", repeat_finish),
+        ("view construction only", [v - loop for v in measure(view_only, args.repeats, number)]),
     ]
-    print(f"python {sys.version.split()[0]}, {args.repeats} repeats x {args.number} requests")
-    print(f"(loop overhead {loop:.3f} µs per iteration subtracted)")
+    print(f"python {sys.version.split()[0]}, {args.repeats} repeats x {number} requests")
+    print(f"(loop overhead {loop:.3f} µs per iteration subtracted from the request half)")
     for name, values in rows:
-        values = [value - loop for value in values]
         print(
-            f"{name:40s} median {statistics.median(values):6.2f} µs"
+            f"{name:42s} median {statistics.median(values):6.2f} µs"
             f"   best {min(values):6.2f}   worst {max(values):6.2f}"
         )
     sender = capture.sender

@@ -14,20 +14,27 @@ references to what it merged (for fingerprints, retries, or the hook's own objec
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = ["deep_merge", "merge_update"]
+
+
+# Values certainly not mappings: checked before the (slower) ``isinstance(x, Mapping)``.
+_NOT_MAPPINGS = frozenset({str, int, float, bool, type(None), list})
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     """Return ``base`` recursively updated by ``update`` (a new dict)."""
     merged = dict(base)
     for key, value in update.items():
-        current = merged.get(key)
-        if isinstance(value, Mapping) and isinstance(current, Mapping):
-            merged[key] = deep_merge(current, value)
-        else:
-            merged[key] = value
+        kind = type(value)
+        if kind is dict or (kind not in _NOT_MAPPINGS and isinstance(value, Mapping)):
+            current = merged.get(key)
+            kind = type(current)
+            if kind is dict or (kind not in _NOT_MAPPINGS and isinstance(current, Mapping)):
+                merged[key] = deep_merge(current, value)  # type: ignore[arg-type]
+                continue
+        merged[key] = value
     return merged
 
 
@@ -41,15 +48,14 @@ def merge_update(older: Mapping[str, Any], newer: Mapping[str, Any]) -> dict[str
     for key, value in newer.items():
         if key == "metadata" or key == "campaign":
             current = merged.get(key)
-            if isinstance(current, Mapping) and isinstance(value, Mapping):
+            if _is_mapping(current) and _is_mapping(value):
                 merged[key] = (
-                    deep_merge(current, value)
-                    if key == "metadata"
-                    else {
-                        **current,
-                        **value,
-                    }
+                    deep_merge(current, value) if key == "metadata" else {**current, **value}
                 )
                 continue
         merged[key] = value
     return merged
+
+
+def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
+    return type(value) is dict or isinstance(value, Mapping)
