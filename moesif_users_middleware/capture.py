@@ -146,9 +146,9 @@ class Capture:
     # -- the two entry points ----------------------------------------------------------
 
     def capture(self, view: RequestView) -> bool:
-        """Run the pipeline for one finished request; True if an update was queued.
+        """Run the request half for one finished request; True if handed to the sender.
 
-        Never raises. An ``async def`` hook cannot run here: its coroutine is closed and
+        The sender finishes it off the request path (:meth:`finish`). Never raises. An ``async def`` hook cannot run here: its coroutine is closed and
         counted as a hook error.
         """
         if not self._enabled:
