@@ -166,9 +166,13 @@ class Sender:
         if self._pid != _getpid():
             self._after_fork()
         record = normalize_user(user)
-        self._drain_inbox()  # requests captured before this call are merged in first
-        self._recent.pop(record["user_id"], None)  # a repeated capture must not be skipped
-        return self.queue_validated(record)
+        # Under the drainer's lock: captures made before this call are merged in first,
+        # and no capture of this user can be remembered as its last between the two steps
+        # below (a repeat of it would then be skipped although this update came after).
+        with self._inbox_lock:
+            self._drain_locked()
+            self._recent.pop(record["user_id"], None)
+            return self.queue_validated(record)
 
     def queue_users(self, users: Iterable[Any]) -> bool:
         """Validate every user first (``users[3].user_id`` in errors), then queue them.
@@ -179,12 +183,13 @@ class Sender:
             self._after_fork()
         accepted = True
         records = normalize_users(users)
-        self._drain_inbox()
-        recent = self._recent
-        for record in records:
-            recent.pop(record["user_id"], None)
-            if not self.queue_validated(record):
-                accepted = False
+        with self._inbox_lock:  # as in queue_user
+            self._drain_locked()
+            recent = self._recent
+            for record in records:
+                recent.pop(record["user_id"], None)
+                if not self.queue_validated(record):
+                    accepted = False
         return accepted
 
     def queue_validated(self, record: dict[str, Any]) -> bool:
