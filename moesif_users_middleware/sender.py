@@ -260,10 +260,11 @@ class Sender:
             self._after_fork()
             return
         if size >= _INBOX_MAX:
-            # The worker is busy (a slow API): finish them here rather than grow.
+            # The worker is busy (a slow API): finish the oldest here rather than grow; a
+            # batch at a time, so no one request pauses for the whole backlog.
             if self._inbox_lock.acquire(blocking=False):
                 try:
-                    self._drain_locked()
+                    self._drain_locked(_INBOX_WAKE)
                 finally:
                     self._inbox_lock.release()
             return
@@ -280,14 +281,16 @@ class Sender:
             with self._inbox_lock:
                 self._drain_locked()
 
-    def _drain_locked(self) -> None:
+    def _drain_locked(self, limit: int = -1) -> None:
+        """Finish the oldest ``limit`` deferred captures (all: -1); the drainer's lock is held."""
         inbox = self._inbox
         self._inbox_signalled = False
         window = self.options.min_update_interval
         recent = self._recent
         now = _monotonic()
         repeats: dict[Any, int] = {}
-        while inbox:
+        while inbox and limit:
+            limit -= 1
             item = inbox.popleft()
             try:
                 user_id = item[1]
