@@ -71,7 +71,8 @@ _INF = math.inf
 _MIN_DELIVERED_LOG = 10_000
 _POLL_MAX = 0.05
 # Deferred captures (see ``Sender.defer``): the worker is woken to turn them into updates
-# once this many wait; past the hard bound the request thread that adds one does it.
+# once this many wait; at the hard bound the request thread that adds one finishes the
+# oldest _INBOX_WAKE of them itself.
 _INBOX_WAKE = 256
 _INBOX_MAX = 4096
 _MIN_RECENT = 10_000
