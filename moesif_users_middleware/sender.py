@@ -325,10 +325,7 @@ class Sender:
         send attempt of everything pending (retries included) and report its outcome.
         Records rejected by the API (4xx) or too large to send make the result ``False``.
         """
-        if self._pid != _getpid():
-            self._after_fork()
-        end = _within_exit_budget(None if timeout is None else _monotonic() + max(0.0, timeout))
-        self._drain_inbox()
+        end = self._start_flush(timeout)
         with self._lock:
             ticket = self._flush_begin()
             if ticket is None:
@@ -348,12 +345,16 @@ class Sender:
             finally:
                 self._flush_waiters -= 1
 
-    async def aflush(self, timeout: float | None = None) -> bool:
-        """``flush`` for coroutines: polls without blocking the event loop."""
+    def _start_flush(self, timeout: float | None) -> float | None:
+        """What ``flush`` and ``aflush`` do first; returns the flush's end (``None``: none)."""
         if self._pid != _getpid():
             self._after_fork()
-        end = _within_exit_budget(None if timeout is None else _monotonic() + max(0.0, timeout))
         self._drain_inbox()
+        return _within_exit_budget(None if timeout is None else _monotonic() + max(0.0, timeout))
+
+    async def aflush(self, timeout: float | None = None) -> bool:
+        """``flush`` for coroutines: polls without blocking the event loop."""
+        end = self._start_flush(timeout)
         with self._lock:
             ticket = self._flush_begin()
         if ticket is None:

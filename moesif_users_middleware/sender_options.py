@@ -12,8 +12,10 @@ option                    default     meaning
                                       dropped (and counted), pending ones still merge
 ``flush_interval``        2.0 s       time between sends (each wait jittered +-20 %)
 ``min_update_interval``   60.0 s      an update identical to the last one delivered for
-                                      that user within this time is skipped; 0 disables
-``timeout``               10.0 s      per HTTP request (connect capped at 5 s)
+                                      that user within this time is skipped, and so is a
+                                      capture identical to the user's last one; 0 disables
+``timeout``               10.0 s      per HTTP request, start to last byte (connect
+                                      capped at 5 s)
 ``shutdown_timeout``      3.0 s       longest the exit flush may hold the process
 ``gzip``                  True        gzip request bodies larger than 1 KiB (level 6)
 ========================  ==========  ==================================================

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
+from faults import FaultServer, Reply
 
 from moesif_users_middleware import sender as sender_module
 from moesif_users_middleware.capture import Capture, capture_stats
@@ -22,6 +23,7 @@ from moesif_users_middleware.request_view import (
     SnapshotSpec,
     SnapshotView,
 )
+from moesif_users_middleware.sender import _reset_senders_for_tests
 
 PEER = "203.0.113.5"
 
@@ -134,21 +136,23 @@ def test_repeats_are_finished_again_once_min_update_interval_is_zero(make: Make)
     assert calls == ["u-every"] * 3
 
 
-def test_a_rejected_update_may_be_captured_again(
-    make: Make, fresh_collector: Callable[..., Any], app_id: str
-) -> None:
+def test_a_rejected_update_may_be_captured_again(collector: Any, app_id: str) -> None:
     """A batch the API refused (4xx) is lost: the same capture later is sent, not skipped."""
-    server = fresh_collector()
-    config, _ = build_config({"application_id": app_id, "base_url": server.url})
-    capture = Capture(config)
-    capture.capture(request_view("u-lost"))
-    sender = capture.sender
-    assert sender.flush(timeout=10)
-    sender._recent["u-lost"]  # remembered after delivery
-    sender._recent.clear()  # what the sender does when records are lost
-    capture.capture(request_view("u-lost"))
-    assert sender.stats()["coalesced"] == 0
-    assert sender.flush(timeout=10)
+    with FaultServer(forward_to=collector.url) as api:
+        api.script(Reply(400))  # the first batch is rejected, later ones reach the collector
+        config, _ = build_config({"application_id": app_id, "base_url": api.url})
+        capture = Capture(config)
+        try:
+            capture.capture(request_view("u-lost"))
+            sender = capture.sender
+            assert not sender.flush(timeout=10)  # rejected: lost
+            assert collector.get_user(app_id, "u-lost") is None
+            capture.capture(request_view("u-lost"))  # identical to the lost one
+            assert sender.stats()["coalesced"] == 0  # finished again, not skipped
+            assert sender.flush(timeout=10)
+            assert collector.get_user(app_id, "u-lost") is not None
+        finally:
+            _reset_senders_for_tests()
 
 
 def test_metadata_that_is_not_plain_data_is_never_compared(make: Make) -> None:
