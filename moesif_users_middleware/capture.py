@@ -29,6 +29,7 @@ import enum
 import inspect
 import json
 import math
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal
 from uuid import UUID
@@ -63,6 +64,7 @@ __all__ = [
 MAX_METADATA_LENGTH = 64 * 1024
 MAX_CAMPAIGN_VALUE_LENGTH = 2048
 _CAMPAIGN_CACHE_SIZE = 512
+_now = time.time
 _MAX_CACHED_CAMPAIGN_KEY = 1024
 
 
@@ -546,7 +548,16 @@ class Capture:
         if sender is None:
             sender = self.sender
         sender.defer(
-            (self, user_id, company, token, metadata, campaign, view.snapshot(self._snapshot_spec))
+            (
+                self,
+                user_id,
+                company,
+                token,
+                metadata,
+                campaign,
+                view.snapshot(self._snapshot_spec),
+                _now(),  # the update's moment, sent as its modified_time
+            )
         )
         return True
 
@@ -563,7 +574,7 @@ class Capture:
             return False
 
     def _finish(self, item: tuple[Any, ...]) -> bool:
-        _, user_id, company, token, metadata, campaign, snapshot = item
+        _, user_id, company, token, metadata, campaign, snapshot, stamp = item
         view = SnapshotView(self._snapshot_spec, snapshot)
         record: dict[str, Any] = {"user_id": user_id}
         if (
@@ -603,7 +614,7 @@ class Capture:
             metadata, plain = self._checked_metadata(metadata)
             if metadata is not None:
                 record["metadata"] = metadata
-        if self.sender.queue_validated(record):
+        if self.sender.queue_validated(record, stamp):
             count("captured")
             return plain
         return False

@@ -45,6 +45,7 @@ from typing import Any
 
 import httpx
 
+from ._time import seconds_of
 from .config import redact, resolve_application_id, resolve_base_url
 from .models import normalize_user
 from .ratelimit import RateLimitedLog
@@ -67,6 +68,7 @@ __all__ = [
 _logger = logging.getLogger("moesif_users_middleware.sender")
 _getpid = os.getpid
 _monotonic = time.monotonic
+_now = time.time
 _INF = math.inf
 _MIN_DELIVERED_LOG = 10_000
 _POLL_MAX = 0.05
@@ -167,13 +169,14 @@ class Sender:
         if self._pid != _getpid():
             self._after_fork()
         record = normalize_user(user)
+        stamp, stamp_text = _stamp_of(record)
         # Under the drainer's lock: captures made before this call are merged in first,
         # and no capture of this user can be remembered as its last between the two steps
         # below (a repeat of it would then be skipped although this update came after).
         with self._inbox_lock:
             self._drain_locked()
             self._recent.pop(record["user_id"], None)
-            return self.queue_validated(record)
+            return self.queue_validated(record, stamp, stamp_text)
 
     def queue_users(self, users: Iterable[Any]) -> bool:
         """Validate every user first (``users[3].user_id`` in errors), then queue them.
@@ -189,13 +192,17 @@ class Sender:
             recent = self._recent
             for record in records:
                 recent.pop(record["user_id"], None)
-                if not self.queue_validated(record):
+                if not self.queue_validated(record, *_stamp_of(record)):
                     accepted = False
         return accepted
 
-    def queue_validated(self, record: dict[str, Any]) -> bool:
+    def queue_validated(
+        self, record: dict[str, Any], stamp: float, stamp_text: str | None = None
+    ) -> bool:
         """Queue a wire-form record that is already validated (the hot path; never raises).
 
+        ``stamp`` is the update's moment (``time.time()``), sent as its ``modified_time``
+        unless the record's own (``stamp_text``, its moment in ``stamp``) is given.
         The record is not copied and never mutated; the caller must not mutate it either.
         (No fork check here: a forked child resets every sender before it runs.)
         """
@@ -206,19 +213,13 @@ class Sender:
             try:
                 buffer = self._buffer
                 entry = buffer.pending.get(user_id)
-                if entry is not None:  # a repeat: PendingBuffer.add's coalescing, inline
+                if entry is not None:  # PendingBuffer.add's coalescing, one call less
                     buffer.queued += 1
                     buffer.coalesced += 1
-                    last = entry.last
-                    try:
-                        same = record is last or record == last
-                    except Exception:  # a value that cannot be compared: merge it
-                        same = False
-                    if not same:
-                        buffer.merge_newer(entry, record)
+                    buffer.coalesce(entry, record, stamp, stamp_text)
                     accepted = True
                 else:
-                    accepted = buffer.add(user_id, record)
+                    accepted = buffer.add(user_id, record, stamp, stamp_text)
                 if not self._running:
                     self._start_worker()
                 if buffer.slots >= buffer.wake_slots and not self._urgent:
@@ -245,7 +246,9 @@ class Sender:
         ``stats()`` or a ``queue_user`` call, which finish what is deferred first); it
         returns whether it queued an update that may be skipped when repeated: then an
         item equal to it for the same user (``item[1]``) within ``min_update_interval``
-        is counted as queued and coalesced but not finished again.
+        is counted as queued and coalesced but not finished again. The last element,
+        ``item[-1]``, is the capture's moment (``time.time()``): it is not compared, and a
+        skipped repeat still makes the user's update that new (see ``_touch``).
         """
         inbox = self._inbox
         inbox.append(item)
@@ -290,6 +293,7 @@ class Sender:
         recent = self._recent
         now = _monotonic()
         repeats: dict[Any, int] = {}
+        moments: dict[str, float] = {}  # user id -> the newest repeat's moment
         while inbox and limit:
             limit -= 1
             item = inbox.popleft()
@@ -297,9 +301,10 @@ class Sender:
                 user_id = item[1]
                 if window > 0:
                     last = recent.get(user_id)
-                    if last is not None and now < last[1] and last[0] == item:
+                    if last is not None and now < last[1] and last[0][1:-1] == item[1:-1]:
                         owner = item[0]
                         repeats[owner] = repeats.get(owner, 0) + 1
+                        moments[user_id] = item[-1]
                         continue
                 if item[0].finish(item) and window > 0:
                     if len(recent) >= self._recent_size:
@@ -315,8 +320,21 @@ class Sender:
             with self._lock:
                 self._buffer.queued += total
                 self._buffer.coalesced += total
+                self._touch(moments)
             for owner, count in repeats.items():
                 owner.repeated(count)
+
+    def _touch(self, moments: dict[str, float]) -> None:
+        """Skipped repeats keep their moment: the pending update, or the delivered one
+        (re-asserted later, see ``DeliveredLog``), becomes that new. The lock is held."""
+        pending = self._buffer.pending
+        delivered = self._delivered
+        for user_id, stamp in moments.items():
+            entry = pending.get(user_id)
+            if entry is not None:
+                entry.touch(stamp, None)
+            else:
+                delivered.touch(user_id, stamp, None)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Send everything pending now; ``True`` once it was all delivered.
@@ -325,11 +343,22 @@ class Sender:
         send attempt of everything pending (retries included) and report its outcome.
         Records rejected by the API (4xx) or too large to send make the result ``False``.
         """
-        end = self._start_flush(timeout)
+        end = _flush_end(timeout)
+        return self._flush_wait(self._flush_start(), end)
+
+    def _flush_start(self) -> tuple[int, int] | None:
+        """Finish deferred captures, then ask for a send; ``None``: nothing to wait for."""
+        if self._pid != _getpid():
+            self._after_fork()
+        self._drain_inbox()
         with self._lock:
-            ticket = self._flush_begin()
-            if ticket is None:
-                return True
+            return self._flush_begin()
+
+    def _flush_wait(self, ticket: tuple[int, int] | None, end: float | None) -> bool:
+        """Wait for the send asked for by ``_flush_start`` until ``end`` (``None``: its outcome)."""
+        if ticket is None:
+            return True
+        with self._lock:
             try:
                 while True:
                     verdict = self._flush_verdict(ticket, until_done=end is None)
@@ -345,18 +374,10 @@ class Sender:
             finally:
                 self._flush_waiters -= 1
 
-    def _start_flush(self, timeout: float | None) -> float | None:
-        """What ``flush`` and ``aflush`` do first; returns the flush's end (``None``: none)."""
-        if self._pid != _getpid():
-            self._after_fork()
-        self._drain_inbox()
-        return _within_exit_budget(None if timeout is None else _monotonic() + max(0.0, timeout))
-
     async def aflush(self, timeout: float | None = None) -> bool:
         """``flush`` for coroutines: polls without blocking the event loop."""
-        end = self._start_flush(timeout)
-        with self._lock:
-            ticket = self._flush_begin()
+        end = _flush_end(timeout)
+        ticket = self._flush_start()
         if ticket is None:
             return True
         delay = 0.001
@@ -466,6 +487,8 @@ class Sender:
     def _begin_stop(self, deadline: float) -> None:
         self._drain_inbox()
         with self._lock:
+            # Repeats not sent yet are re-asserted now: this process may not come back.
+            self._buffer.reassert(self._delivered.due(_monotonic(), everything=True))
             self._stopping = True
             self._stop_deadline = min(self._stop_deadline, deadline)
             self._cond.notify_all()
@@ -575,6 +598,8 @@ class Sender:
                         return False
                 elif not pending:
                     if now >= self._next_cycle_at:
+                        if self._delivered.any_due(now):
+                            return True
                         self._next_cycle_at = now + self._interval()
                     self._cond.wait(self._next_cycle_at - now)
                     continue
@@ -590,6 +615,9 @@ class Sender:
 
     def _cycle(self) -> None:
         with self._lock:
+            due = self._delivered.due(_monotonic())
+            if due:
+                self._buffer.reassert(due)
             drained = self._buffer.drain()
             self._cycles_started += 1
             number = self._cycles_started
@@ -603,7 +631,7 @@ class Sender:
             with self._lock:
                 leftover = [user_id for user_id, count in state.remaining.items() if count > 0]
                 if leftover:  # only after an unexpected error: keep those updates
-                    records = [rec for uid in leftover for rec in drained[uid].records()]
+                    records = [rec for uid in leftover for rec in drained[uid].timed_records()]
                     self._buffer.merge_back(records)
                     self._buffer.release(leftover)
                     state.requeued += len(records)
@@ -631,7 +659,7 @@ class Sender:
         to_send: list[Item] = []
         skipped: list[Item] = []
         for item in items:
-            if item.main and delivered.unchanged(item.user_id, hash(item.text), now):
+            if item.main and delivered.unchanged(item.user_id, item.fingerprint, now):
                 skipped.append(item)
             else:
                 to_send.append(item)
@@ -640,6 +668,8 @@ class Sender:
         with self._lock:
             self._buffer.observe(sum(len(item.text) for item in items), len(drained))
             self._skipped += len(skipped)
+            for item in skipped:
+                delivered.touch(item.user_id, item.stamp, item.stamp_text)
             self._failed += len(errors)
             self._dropped += len(too_large)
             self._settle_locked(state, skipped)
@@ -687,9 +717,9 @@ class Sender:
                 delivered = self._delivered
                 for item in items:
                     if item.main:
-                        delivered.delivered(item.user_id, hash(item.text), now)
+                        delivered.delivered(item.user_id, item.fingerprint, now, item.timed)
             elif outcome == _GIVE_UP:
-                self._buffer.merge_back([item.record for item in items])
+                self._buffer.merge_back([item.timed for item in items])
                 state.requeued += len(items)
             else:
                 self._failed += len(items)
@@ -751,6 +781,16 @@ class Sender:
                     return _REJECTED, status, response.text
                 retry_after = response.retry_after
                 problem = f"HTTP {status}"
+            if attempt == 0:  # at once, not only when the retries run out (~36 s later)
+                self._warnings.warning(
+                    "post-failed",
+                    "Moesif users sender: sending %d user updates to %s failed (%s); "
+                    "retrying with backoff, the updates are kept. Check base_url and the "
+                    "network if this goes on.",
+                    len(batch.items),
+                    self.base_url,
+                    problem,
+                )
             if retry_after is not None:
                 delay = retry.retry_after(retry_after)
                 self._not_before = _monotonic() + delay
@@ -828,6 +868,14 @@ class Sender:
                 _logger.debug("closing the HTTP client failed", exc_info=True)
 
 
+def _stamp_of(record: dict[str, Any]) -> tuple[float, str | None]:
+    """A queued record's moment: the caller's ``modified_time`` if given, else now."""
+    text = record.get("modified_time")
+    if text is None:
+        return _now(), None
+    return seconds_of(text), text
+
+
 # ---------------------------------------------------------------------- registry
 
 _registry: dict[tuple[str, str], Sender] = {}
@@ -872,12 +920,16 @@ def get_sender(
 
 
 def flush_all(timeout: float | None = None) -> bool:
-    """Flush every sender of this process; ``True`` if all delivered everything."""
-    end = None if timeout is None else _monotonic() + timeout
+    """Flush every sender of this process at once; ``True`` if all delivered everything.
+
+    Every sender's worker is woken before any is waited for, so they deliver side by
+    side: one whose API is dead cannot use up the others' share of ``timeout``.
+    """
+    end = _flush_end(timeout)
+    flushes = [(sender, sender._flush_start()) for sender in list(_registry.values())]
     delivered = True
-    for sender in list(_registry.values()):
-        remaining = None if end is None else max(0.0, end - _monotonic())
-        delivered = sender.flush(remaining) and delivered
+    for sender, ticket in flushes:
+        delivered = sender._flush_wait(ticket, end) and delivered
     return delivered
 
 
@@ -907,6 +959,11 @@ def _sigterm_timeout() -> float:
 # Set on SIGTERM: every later flush or shutdown of this exit (lifespan, atexit) shares the
 # one shutdown_timeout that started then, so a dead API delays the exit only once.
 _exit_budget_end: float | None = None
+
+
+def _flush_end(timeout: float | None) -> float | None:
+    """When a flush of ``timeout`` seconds ends (``None``: no limit), within the exit budget."""
+    return _within_exit_budget(None if timeout is None else _monotonic() + max(0.0, timeout))
 
 
 def _within_exit_budget(end: float | None) -> float | None:

@@ -1,8 +1,10 @@
 """Turning drained entries into POST bodies: serialize each record once, pack by count and bytes.
 
 Records are serialized to compact ASCII JSON (so characters equal bytes), one string per
-record; a batch body is ``[`` + the strings joined by ``,`` + ``]``. The string of a
-user's merged record also gives its fingerprint for skip-unchanged.
+record; a batch body is ``[`` + the strings joined by ``,`` + ``]``. Each record's
+``modified_time`` (its entry's stamp) is appended to its string last, so the string before
+it gives the user's fingerprint for skip-unchanged: the same values at another moment are
+the same update.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .sender_buffer import Entry
+from ._time import utc_text
+from .sender_buffer import Entry, Timed
 
 __all__ = ["Batch", "Item", "pack", "serialize"]
 
@@ -27,6 +30,14 @@ class Item:
     record: dict[str, Any]
     text: str
     main: bool
+    stamp: float = 0.0
+    stamp_text: str | None = None
+    fingerprint: int = 0  # of the record without its modified_time
+
+    @property
+    def timed(self) -> Timed:
+        """The record with its stamp (to merge it back or remember it)."""
+        return self.record, self.stamp, self.stamp_text
 
 
 @dataclass
@@ -64,13 +75,28 @@ def serialize(
     for user_id, entry in entries:
         records = entry.records()
         last = len(records) - 1
+        stamp, stamp_text = entry.stamp, entry.stamp_text
+        moment = ',"modified_time":"' + (stamp_text or utc_text(stamp)) + '"}'
         for index, record in enumerate(records):
             try:
-                text = encode(record)
+                if "modified_time" in record:  # the caller's; the entry's stamp says which
+                    text = encode({k: v for k, v in record.items() if k != "modified_time"})
+                else:
+                    text = encode(record)
             except (TypeError, ValueError, RecursionError, RuntimeError) as exc:
                 errors.append((user_id, record, exc))
                 continue
-            items.append(Item(user_id, record, text, index == last))
+            items.append(
+                Item(
+                    user_id,
+                    record,
+                    text[:-1] + moment,
+                    index == last,
+                    stamp,
+                    stamp_text,
+                    hash(text),
+                )
+            )
     return items, errors
 
 

@@ -54,6 +54,7 @@ FAST_RETRY = RetryPolicy(
 )
 ALLOWED_FIELDS = {
     "user_id",
+    "modified_time",
     "company_id",
     "session_token",
     "ip_address",

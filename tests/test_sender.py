@@ -233,9 +233,9 @@ def test_queue_validated_skips_validation_and_keeps_records_intact(
     metadata = {"plan": {"tier": "pro"}}
     first = {"user_id": "hot", "metadata": metadata, "session_token": "t1"}
     second = {"user_id": "hot", "metadata": {"plan": {"seats": 2}}, "session_token": "t2"}
-    assert sender.queue_validated(first)
-    assert sender.queue_validated(second)
-    assert sender.queue_validated({"no": "user id"}) is False
+    assert sender.queue_validated(first, 1.0)
+    assert sender.queue_validated(second, 2.0)
+    assert sender.queue_validated({"no": "user id"}, 3.0) is False
     assert sender.flush(timeout=10)
     assert first == {"user_id": "hot", "metadata": {"plan": {"tier": "pro"}}, "session_token": "t1"}
     assert metadata == {"plan": {"tier": "pro"}}

@@ -70,7 +70,7 @@ def test_records_given_are_never_mutated() -> None:
     buffer.add("u", second)
     drained = buffer.drain()
     buffer.add("u", third)
-    buffer.merge_back(drained["u"].records())
+    buffer.merge_back(drained["u"].timed_records())
     assert (first, second, third) == snapshot
     assert buffer.pending["u"].record["metadata"] == {"plan": {"tier": "pro", "seats": 3}, "n": 1}
 
@@ -142,7 +142,7 @@ def test_merge_back_goes_under_newer_updates() -> None:
     buffer.add("u", record(session_token="t1", metadata={"a": 1, "b": 1}, company_id="old"))
     drained = buffer.drain()
     buffer.add("u", record(session_token="t2", metadata={"a": 2}))
-    buffer.merge_back(drained["u"].records())
+    buffer.merge_back(drained["u"].timed_records())
     buffer.release(["u"])
     entry = buffer.pending["u"]
     assert entry.records() == [
@@ -156,10 +156,10 @@ def test_merge_back_of_a_user_with_older_tokens_keeps_their_order() -> None:
     buffer = PendingBuffer(10, 10**9)
     for token in ("t1", "t2", "t3"):
         buffer.add("u", record(session_token=token))
-    failed = buffer.drain()["u"].records()
+    failed = buffer.drain()["u"].timed_records()
     buffer.merge_back(failed)
     buffer.release(["u"])
-    assert buffer.pending["u"].records() == failed
+    assert buffer.pending["u"].timed_records() == failed
 
 
 def test_observed_sizes_turn_the_byte_bound_into_a_user_bound() -> None:
@@ -178,20 +178,20 @@ def test_observed_sizes_turn_the_byte_bound_into_a_user_bound() -> None:
 
 def test_delivered_log_skips_identical_updates_within_the_interval() -> None:
     log = DeliveredLog(capacity=2, interval=10.0)
-    log.delivered("a", 111, now=100.0)
+    log.delivered("a", 111, 100.0, ({"user_id": "a"}, 0.0, None))
     assert log.unchanged("a", 111, now=105.0)
     assert not log.unchanged("a", 222, now=105.0)
     assert not log.unchanged("a", 111, now=110.5)
     assert not log.unchanged("b", 111, now=105.0)
-    log.delivered("b", 1, now=101.0)
-    log.delivered("c", 1, now=102.0)  # evicts "a"
+    log.delivered("b", 1, 101.0, ({"user_id": "b"}, 0.0, None))
+    log.delivered("c", 1, 102.0, ({"user_id": "c"}, 0.0, None))  # evicts "a"
     assert len(log) == 2
     assert not log.unchanged("a", 111, now=103.0)
 
 
 def test_delivered_log_disabled_with_zero_interval() -> None:
     log = DeliveredLog(capacity=10, interval=0)
-    log.delivered("a", 1, now=1.0)
+    log.delivered("a", 1, 1.0, ({"user_id": "a"}, 0.0, None))
     assert not log.unchanged("a", 1, now=1.0)
     assert len(log) == 0
 
@@ -243,7 +243,9 @@ def test_serialize_marks_the_main_record_and_reports_bad_ones() -> None:
     out, errors = serialize([("a", entry), ("b", bad)])
     assert [(i.user_id, i.main) for i in out] == [("a", False), ("a", True)]
     assert [(uid, type(exc)) for uid, _, exc in errors] == [("b", ValueError)]
-    assert out[1].text == '{"user_id":"a","session_token":"t1"}'
+    assert out[1].text == (
+        '{"user_id":"a","session_token":"t1","modified_time":"1970-01-01T00:00:00.000Z"}'
+    )
 
 
 # ------------------------------------------------------------------------ options

@@ -186,6 +186,8 @@ def test_failed_batch_goes_back_under_newer_updates(faults: FaultServer, app_id:
     faults.mode = Accept()
     assert sender.flush(timeout=10) is True
     records = faults.accepted_records()
+    times = {record.pop("modified_time") for record in records}
+    assert len(times) == 1  # the newest update's moment, on every record of the user
     assert records == [
         {"user_id": "m", "session_token": "t1"},
         {"user_id": "m", "company_id": "old", "session_token": "t2", "metadata": {"a": 2, "b": 1}},
