@@ -124,6 +124,45 @@ def test_invalid_records_go_to_the_rejects_file_and_the_run_goes_on(
     assert {user["user_id"] for user in collector.list_users(app_id)} == {"ok-1", "ok-3"}
 
 
+def test_invalid_ip_addresses_are_rejected(
+    collector: CollectorHandle, app_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = write_jsonl(
+        tmp_path / "users.jsonl",
+        [
+            {"user_id": "v4", "ip_address": "203.0.113.7"},
+            {"user_id": "bad-octet", "ip_address": "999.1.1.1"},
+            {"user_id": "v6", "ip_address": "2001:db8::1"},
+            {"user_id": "words", "ip_address": "not-an-ip"},
+        ],
+    )
+    status, out, _ = send(
+        capsys, str(lines), "--application-id", app_id, "--base-url", collector.url
+    )
+    assert status == 1, out
+    assert "invalid: 2" in out
+    rejects = rejects_of(tmp_path / "users.jsonl.rejects.jsonl")
+    assert [(entry["line"], entry["field"]) for entry in rejects] == [
+        (2, "ip_address"),
+        (4, "ip_address"),
+    ]
+    assert "not an IPv4 or IPv6 address" in rejects[0]["message"]
+
+    table = tmp_path / "users.csv"
+    table.write_text("user_id,ip_address\ncsv-ok,::1\ncsv-bad,1.2.3\n", encoding="utf-8")
+    status, out, _ = send(
+        capsys, str(table), "--application-id", app_id, "--base-url", collector.url
+    )
+    assert status == 1, out
+    [entry] = rejects_of(tmp_path / "users.csv.rejects.jsonl")
+    assert (entry["line"], entry["field"]) == (3, "ip_address")
+    assert sorted(user["user_id"] for user in collector.list_users(app_id)) == [
+        "csv-ok",
+        "v4",
+        "v6",
+    ]
+
+
 def test_csv_rejects_name_the_line_and_the_column(
     collector: CollectorHandle, app_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
