@@ -5,7 +5,10 @@ Order: ``skip`` -> user id (``identify_user``, or the defaults) -> ``identify_co
 sender. A request without a user id records nothing. Nothing here raises into the
 request: a hook that raises or returns the wrong type is counted and logged at most
 once a minute (see :mod:`.hooks`), and only its field is lost (for ``identify_user``,
-the whole update; a failing ``skip`` hook does not skip). A hook that is not configured
+the whole update). ``skip`` fails closed: when it raises, returns an object whose truth
+raises, or returns a coroutine under a synchronous server, the request is skipped
+(counted as ``skipped`` and as a hook error), since ``skip`` is how applications keep
+requests out of profiles. A hook that is not configured
 leaves its field to the default: the framework's user, the ``Authorization`` Bearer
 token or ``X-Api-Key``, the utm/Referer campaign.
 
@@ -150,8 +153,9 @@ class Capture:
     def capture(self, view: RequestView) -> bool:
         """Run the request half for one finished request; True if handed to the sender.
 
-        The sender finishes it off the request path (:meth:`finish`). Never raises. An ``async def`` hook cannot run here: its coroutine is closed and
-        counted as a hook error.
+        The sender finishes it off the request path (:meth:`finish`). Never raises. An
+        ``async def`` hook cannot run here: its coroutine is closed and counted as a hook
+        error (for ``skip``, the request is then skipped).
         """
         if not self._enabled:
             return False
@@ -313,20 +317,24 @@ class Capture:
     # -- turning hook results into fields --------------------------------------------------
 
     def _to_skip(self, result: object) -> bool:
+        """Whether ``skip``'s result skips the request; a failed ``skip`` does (fails closed).
+
+        The hook error itself is already counted (raised) or is counted here.
+        """
         if result is True or result is False or result is None:
             return bool(result)
         if result is FAILED:
-            return False  # a broken skip hook does not silence capture
+            return True  # it raised: skip is how users keep requests out of profiles
         if inspect.iscoroutine(result):
             self._wrong_type("skip", result, "a bool")
-            return False
+            return True
         try:
             return bool(result)
         except Exception as exc:
             self._hook_error(
                 "skip", "wrong type", f"returned an object whose truth raised {_describe(exc)}"
             )
-            return False
+            return True
 
     def _user_id(self, view: RequestView, result: object) -> str | None:
         """The user id from ``identify_user``'s result (or the defaults when unset)."""

@@ -36,7 +36,7 @@ logger = logging.getLogger("moesif_users_middleware")
 LOG_INTERVAL = 60.0
 COUNTER_NAMES: tuple[str, ...] = (
     "captured",  # a user update was handed to the sender
-    "skipped",  # the skip hook said so
+    "skipped",  # the skip hook said so, or failed (skip fails closed)
     "anonymous",  # no user id: nothing recorded
     "hook_errors",  # a hook raised, returned a coroutine on a sync path, or the wrong type
     "invalid",  # a value was dropped or truncated (oversize, not JSON)

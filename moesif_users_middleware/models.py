@@ -4,11 +4,17 @@ The wire form (``to_dict()``) is exactly the reference's snake_case JSON. Intern
 sender and the collector work on such dicts; :func:`normalize_user` turns any accepted
 input (a ``User`` or a ``dict``) into that form and raises :class:`ValidationError`
 naming the field at fault.
+
+``ip_address`` must be an IPv4 or IPv6 address (what :func:`ipaddress.ip_address`
+accepts), kept exactly as written. An IPv6 zone id (``fe80::1%eth0``) is rejected, not
+stripped: it names an interface of one host, not a client.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +26,7 @@ __all__ = [
     "Campaign",
     "User",
     "ValidationError",
+    "check_ip_address",
     "check_json_value",
     "normalize_campaign",
     "normalize_user",
@@ -52,6 +59,10 @@ _CAMPAIGN_FIELD_SET = frozenset(CAMPAIGN_FIELDS)
 _USER_FIELD_SET = frozenset(USER_FIELDS)
 MAX_ID_LENGTH = 1024
 MAX_METADATA_DEPTH = 32
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+# A dotted quad exactly as ``ipaddress`` accepts it (no leading zeros): the common case,
+# checked without the cost of building an address object.
+_IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}", re.ASCII)
 
 
 class ValidationError(ValueError):
@@ -105,6 +116,25 @@ def check_text(text: str, field: str) -> str:
     """Return ``text``, or raise ``ValidationError`` when it is not valid Unicode."""
     if not is_valid_text(text):
         raise ValidationError(field, "not valid Unicode text (lone surrogate)")
+    return text
+
+
+def check_ip_address(text: str, field: str = "ip_address") -> str:
+    """Return ``text`` if it is an IPv4 or IPv6 address, else raise ``ValidationError``.
+
+    The address is returned as written (not canonicalized). An IPv6 zone id
+    (``fe80::1%eth0``) is rejected rather than stripped.
+    """
+    if _IPV4.fullmatch(text) is not None:
+        return text
+    if "%" in text:
+        raise ValidationError(
+            field, f"an IPv6 zone id is not part of a client address: {text[:64]!r}"
+        )
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise ValidationError(field, f"not an IPv4 or IPv6 address: {text[:64]!r}") from None
     return text
 
 
@@ -269,7 +299,7 @@ def normalize_user(value: object, field: str = "user") -> dict[str, Any]:
         if key in _STRING_FIELD_SET:
             if type(item) is not str:
                 raise ValidationError(key, f"must be a string, not {_kind(item)}")
-            out[key] = check_text(item, key)
+            out[key] = check_text(item, key) if key != "ip_address" else check_ip_address(item)
         elif key == "metadata":
             if type(item) is dict:
                 if not _is_plain_json(item, 0):

@@ -124,6 +124,45 @@ def test_invalid_records_go_to_the_rejects_file_and_the_run_goes_on(
     assert {user["user_id"] for user in collector.list_users(app_id)} == {"ok-1", "ok-3"}
 
 
+def test_invalid_ip_addresses_are_rejected(
+    collector: CollectorHandle, app_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = write_jsonl(
+        tmp_path / "users.jsonl",
+        [
+            {"user_id": "v4", "ip_address": "203.0.113.7"},
+            {"user_id": "bad-octet", "ip_address": "999.1.1.1"},
+            {"user_id": "v6", "ip_address": "2001:db8::1"},
+            {"user_id": "words", "ip_address": "not-an-ip"},
+        ],
+    )
+    status, out, _ = send(
+        capsys, str(lines), "--application-id", app_id, "--base-url", collector.url
+    )
+    assert status == 1, out
+    assert "invalid: 2" in out
+    rejects = rejects_of(tmp_path / "users.jsonl.rejects.jsonl")
+    assert [(entry["line"], entry["field"]) for entry in rejects] == [
+        (2, "ip_address"),
+        (4, "ip_address"),
+    ]
+    assert "not an IPv4 or IPv6 address" in rejects[0]["message"]
+
+    table = tmp_path / "users.csv"
+    table.write_text("user_id,ip_address\ncsv-ok,::1\ncsv-bad,1.2.3\n", encoding="utf-8")
+    status, out, _ = send(
+        capsys, str(table), "--application-id", app_id, "--base-url", collector.url
+    )
+    assert status == 1, out
+    [entry] = rejects_of(tmp_path / "users.csv.rejects.jsonl")
+    assert (entry["line"], entry["field"]) == (3, "ip_address")
+    assert sorted(user["user_id"] for user in collector.list_users(app_id)) == [
+        "csv-ok",
+        "v4",
+        "v6",
+    ]
+
+
 def test_csv_rejects_name_the_line_and_the_column(
     collector: CollectorHandle, app_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -394,6 +433,46 @@ def test_a_finished_run_is_not_repeated_unless_restarted_or_the_file_grew(
     assert collector.stats(app_id)["records"] == 22
 
 
+def test_exit_status_and_summary_count_the_runs_a_run_resumes(
+    collector: CollectorHandle, app_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_jsonl(tmp_path / "users.jsonl", [{"user_id": "a"}, {"user_id": 2}])
+    argv = (str(path), "--application-id", app_id, "--base-url", collector.url)
+    status, out, _ = send(capsys, *argv)
+    assert status == 1, out
+    assert "sent: 1 user in 1 request," in out  # singular where it is one
+
+    status, out, _ = send(capsys, *argv)  # nothing left, but a record was rejected
+    assert status == 1, out
+    assert "Nothing to do" in out
+    assert "1 invalid" in out
+
+    with path.open("a", encoding="utf-8") as file:  # new valid users appended later
+        file.write(json.dumps({"user_id": "c"}) + "\n" + json.dumps({"user_id": "d"}) + "\n")
+    status, out, err = send(capsys, *argv)
+    assert "changed since checkpoint" in err
+    assert "sent: 2 users in 1 request," in out
+    assert "invalid: 0" in out
+    assert status == 1, out  # the earlier run's reject still counts
+    assert "all runs: 3 sent, 1 invalid, 0 failed" in out
+
+    # --resume-from keeps the rejects file: what it holds still counts
+    status, out, _ = send(capsys, *argv, "--resume-from", "3", "--no-checkpoint")
+    assert status == 1, out
+    assert "earlier runs rejected records" in out
+    assert [entry["line"] for entry in rejects_of(tmp_path / "users.jsonl.rejects.jsonl")] == [2]
+
+    status, out, _ = send(capsys, *argv, "--restart")  # a fresh run forgets them
+    assert status == 1, out
+    clean = write_jsonl(tmp_path / "clean.jsonl", [{"user_id": "e"}])
+    status, out, _ = send(capsys, str(clean), *argv[1:])
+    assert status == 0, out
+    assert "sent: 1 user in 1 request," in out
+    status, out, _ = send(capsys, str(clean), *argv[1:])
+    assert status == 0, out
+    assert "the only record of" in out
+
+
 def test_resume_from_skips_records(
     collector: CollectorHandle, app_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -459,6 +538,12 @@ def test_unusable_checkpoints_are_reported_not_guessed(
     assert status == 2
     assert "was written for" in err
     assert collector.stats(app_id)["records"] == 1
+    saved = json.loads(checkpoint.read_text(encoding="utf-8"))
+    for bad in ({"invalid": -1}, {"failed": "2"}, {"sent": None}):
+        checkpoint.write_text(json.dumps({**saved, **bad}), encoding="utf-8")
+        status, _, err = send(capsys, *argv)
+        assert status == 2  # the exit status rests on these counts
+        assert "not usable" in err
 
 
 def test_lone_surrogates_are_rejected_locally_with_their_field(

@@ -31,6 +31,7 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from moesif_users_middleware.backfill.django_source import (  # noqa: E402
     BackfillConfigurationError,
     ProfileBuilder,
+    default_state_paths,
 )
 from moesif_users_middleware.backfill.readers import Skipped, Unparsed  # noqa: E402
 
@@ -105,8 +106,12 @@ class Project:
 
     def __init__(self, directory: Path, app_id: str, base_url: str) -> None:
         self.directory = directory
+        # The database is not in the directory the command runs from: its checkpoint
+        # belongs beside the database, not in the working directory.
+        self.data = directory / "data"
+        self.data.mkdir()
         (directory / "settings.py").write_text(
-            SETTINGS.format(db=str(directory / "db.sqlite3"), app_id=app_id, base_url=base_url)
+            SETTINGS.format(db=str(self.data / "db.sqlite3"), app_id=app_id, base_url=base_url)
         )
         (directory / "hooks.py").write_text(HOOKS)
         (directory / "manage.py").write_text(MANAGE)
@@ -151,13 +156,16 @@ class Project:
             text=True,
         )
 
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.data / "db.sqlite3.moesif_users_backfill.checkpoint"
+
     def checkpoint(self) -> dict[str, Any]:
-        path = self.directory / "moesif_users_backfill.checkpoint"
-        data: dict[str, Any] = json.loads(path.read_text())
+        data: dict[str, Any] = json.loads(self.checkpoint_path.read_text())
         return data
 
     def rejects(self) -> list[dict[str, Any]]:
-        path = self.directory / "moesif_users_backfill.rejects.jsonl"
+        path = self.data / "db.sqlite3.moesif_users_backfill.rejects.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -179,6 +187,8 @@ def test_the_command_delivers_every_user(
 
     result = project.backfill("--batch-size", "250", "--chunk-size", "700")
     assert result.returncode == 1, result.stderr
+    assert f"checkpoint: {project.checkpoint_path}\n" in result.stderr  # says where it is
+    assert not list(project.directory.glob("*moesif_users_backfill*"))  # not in the cwd
     assert "GET_SESSION_TOKEN'] takes no `user` parameter" in result.stderr
     assert f"progress: {USERS:,}/{USERS:,} users (100.0%)" in result.stderr
     assert f"sent: {USERS - len(UNLUCKY):,} users" in result.stdout
@@ -240,7 +250,51 @@ def test_an_interrupted_command_resumes_after_the_last_confirmed_pk(
     assert sorted(entry["pk"] for entry in project.rejects()) == sorted(unlucky_pks)
 
 
+def test_the_checkpoint_option_overrides_the_default_place(
+    project: Project, collector: CollectorHandle, app_id: str
+) -> None:
+    chosen = project.directory / "elsewhere" / "my.checkpoint"
+    chosen.parent.mkdir()
+    result = project.backfill("--checkpoint", str(chosen), "--batch-size", "1000")
+    assert result.returncode == 1, result.stderr
+    assert "checkpoint:" not in result.stderr  # the user chose it
+    assert json.loads(chosen.read_text())["complete"] is True
+    assert not project.checkpoint_path.exists()
+    again = project.backfill("--checkpoint", str(chosen))
+    assert "Nothing to do" in again.stdout
+    assert collector.stats(app_id)["records"] == USERS - len(UNLUCKY)
+
+
 # -- profile building, in process --------------------------------------------------------------
+
+
+def test_default_state_paths_beside_sqlite_else_in_the_state_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from django.db import connections
+
+    users = get_user_model()._default_manager.all()
+    connection = connections[users.db]
+    database = Path(connection.settings_dict["NAME"]).resolve()
+    checkpoint, rejects = default_state_paths(users)
+    assert checkpoint == database.parent / f"{database.name}.moesif_users_backfill.checkpoint"
+    assert rejects == database.parent / f"{database.name}.moesif_users_backfill.rejects.jsonl"
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setitem(connection.settings_dict, "NAME", ":memory:")
+    memory, _ = default_state_paths(users)
+    assert memory.parent == tmp_path / "state" / "moesif_users_middleware"
+
+    monkeypatch.setattr(connection, "vendor", "postgresql")
+    monkeypatch.setitem(connection.settings_dict, "NAME", "shop")
+    monkeypatch.setitem(connection.settings_dict, "HOST", "db-1.internal")
+    shop, shop_rejects = default_state_paths(users)
+    assert shop.parent == tmp_path / "state" / "moesif_users_middleware"
+    assert shop.name.startswith("moesif_users_backfill.postgresql.shop.")
+    assert shop.name.endswith(".checkpoint")
+    assert shop_rejects.parent == shop.parent
+    monkeypatch.setitem(connection.settings_dict, "HOST", "db-2.internal")
+    assert default_state_paths(users)[0] != shop  # another server, another checkpoint
 
 
 def _user(**fields: Any) -> Any:

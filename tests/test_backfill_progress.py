@@ -54,3 +54,16 @@ def test_log_lines_come_at_the_interval_and_at_the_end() -> None:
     [line] = stream.getvalue().splitlines()
     assert "progress: 99 users, " in line
     assert "%" not in line  # no total known (stdin)
+
+
+def test_one_user_is_singular() -> None:
+    progress = NullProgress()
+    progress.start(total=1, initial=0)
+    progress.update(1)
+    assert progress.describe(progress._started + 1).startswith("1/1 user (100.0%)")
+    progress = NullProgress()
+    progress.start(total=None, initial=0)
+    progress.update(1)
+    assert progress.describe(progress._started + 1).startswith("1 user,")
+    progress.update(2)
+    assert progress.describe(progress._started + 1).startswith("2 users,")

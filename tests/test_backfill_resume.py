@@ -181,6 +181,45 @@ def test_an_outage_past_the_retry_budget_stops_and_resumes(
     assert_rejects_once(tmp_path / "users.jsonl.rejects.jsonl")
 
 
+def test_a_resumed_run_exits_1_when_an_earlier_run_rejected_records(
+    fresh_collector: Callable[..., Any],
+    app_id: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    db = tmp_path / "collector.db"
+    first = fresh_collector(db)
+    port = first.port
+    path = tmp_path / "users.jsonl"
+    with path.open("w", encoding="utf-8") as file:  # the only invalid record is line 2
+        for line in range(1, 3001):
+            file.write(json.dumps({"user_id": line if line == 2 else f"u{line}"}) + "\n")
+    checkpoint = tmp_path / "users.jsonl.checkpoint"
+    argv = (str(path), "--application-id", app_id, "--base-url", first.url)
+
+    def outage() -> None:
+        wait_for_position(checkpoint, 1000)
+        first.stop()
+
+    stopper = threading.Thread(target=outage)
+    stopper.start()
+    status, out = resume(
+        capsys, *argv, "--batch-size", "100", "--max-rate", "2000", "--retry-timeout", "1"
+    )
+    stopper.join()
+    assert status == 3, out
+    assert "invalid: 1 " in out
+    assert read_checkpoint(checkpoint)["invalid"] == 1
+
+    fresh_collector(db, port=port)
+    status, out = resume(capsys, *argv)
+    assert "invalid: 0" in out  # this run rejected nothing...
+    assert status == 1, out  # ...but the run it resumed did
+    assert "all runs: 2,999 sent, 1 invalid, 0 failed" in out
+    rejects = (tmp_path / "users.jsonl.rejects.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["line"] for line in rejects] == [2]
+
+
 def test_an_outage_within_the_retry_budget_is_retried(
     fresh_collector: Callable[..., Any],
     app_id: str,

@@ -330,15 +330,75 @@ def test_skip(make: Make, collector: Any, app_id: str) -> None:
     assert capture.capture(view(user="u-skip", request=Request(path="/api")))
 
 
-def test_a_raising_skip_hook_does_not_stop_capture(make: Make, delivered: Any) -> None:
-    def skip(request: Any, response: Any) -> bool:
-        raise KeyError("path")
+class Untruthful:
+    """A result whose truth value raises."""
+
+    def __bool__(self) -> bool:
+        raise RuntimeError("no truth")
+
+
+async def _async_false() -> bool:
+    return False
+
+
+def _raise_key_error() -> bool:
+    raise KeyError("path")
+
+
+# What a broken skip hook does; each one skips the request (skip fails closed).
+BROKEN_SKIPS: dict[str, Callable[[], Any]] = {
+    "raises": _raise_key_error,
+    "truth raises": Untruthful,
+    "coroutine": _async_false,  # an async hook under a synchronous server
+}
+
+
+@pytest.mark.parametrize("failure", list(BROKEN_SKIPS))
+def test_a_failing_skip_hook_skips_the_request(
+    make: Make, collector: Any, app_id: str, failure: str
+) -> None:
+    def skip(request: Any, response: Any) -> Any:
+        return BROKEN_SKIPS[failure]()
 
     capture = make(skip=skip)
     counts = Delta()
-    assert capture.capture(view(user="u-skipraise"))
-    assert counts["hook_errors"] == 1
-    assert delivered(capture, "u-skipraise") is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a coroutine is closed, never left unawaited
+        assert not capture.capture(view(user="u-skipfail"))
+        gc.collect()
+    assert (counts["skipped"], counts["hook_errors"], counts["captured"]) == (1, 1, 0)
+    assert nothing_stored(capture, collector, app_id)
+
+
+@pytest.mark.parametrize(
+    "failure", ["raises", "async raises", "truth raises", "async truth raises"]
+)
+def test_a_failing_skip_hook_skips_the_request_in_acapture(
+    make: Make, collector: Any, app_id: str, failure: str
+) -> None:
+    def sync_skip(request: Any, response: Any) -> Any:
+        if failure.endswith("truth raises"):
+            return Untruthful()
+        raise KeyError("path")
+
+    async def async_skip(request: Any, response: Any) -> Any:
+        return sync_skip(request, response)
+
+    capture = make(skip=async_skip if failure.startswith("async") else sync_skip)
+    counts = Delta()
+    assert not asyncio.run(capture.acapture(view(user="u-askipfail")))
+    assert (counts["skipped"], counts["hook_errors"], counts["captured"]) == (1, 1, 0)
+    assert nothing_stored(capture, collector, app_id)
+
+
+def test_a_skip_hook_returning_false_or_none_captures(make: Make, delivered: Any) -> None:
+    results = iter([False, None])
+    capture = make(skip=lambda req, res: next(results))
+    counts = Delta()
+    assert capture.capture(view(user="u-keep"))
+    assert asyncio.run(capture.acapture(view(user="u-keep")))
+    assert (counts["skipped"], counts["hook_errors"]) == (0, 0)
+    assert delivered(capture, "u-keep") is not None
 
 
 @pytest.mark.parametrize(

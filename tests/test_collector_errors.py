@@ -137,6 +137,7 @@ def test_batch_route_wants_a_json_array(
         ({"user_id": "u", "metadata": {"x": 1e999}}, "metadata.x"),  # float overflow -> inf
         ({"user_id": "u", "metadata": {"nested": {"deep": -1e400}}}, "metadata.nested.deep"),
         ({"user_id": "x" * 5000}, "user_id"),
+        ({"user_id": "u", "ip_address": "999.1.1.1"}, "ip_address"),
     ],
 )
 def test_values_json_parses_but_the_api_refuses(

@@ -158,7 +158,6 @@ def test_raising_hooks_leave_the_response_untouched(
             identify_user=identify_user,
             identify_company=boom,
             get_metadata=boom,
-            skip=boom,
         ),
     )
     errors_before = capture_stats()["hook_errors"]
@@ -166,7 +165,7 @@ def test_raising_hooks_leave_the_response_untouched(
     assert response.status == bare.status
     assert response.get_data() == bare.get_data()
     assert sorted(response.headers.items()) == sorted(bare.headers.items())
-    assert capture_stats()["hook_errors"] >= errors_before + 3
+    assert capture_stats()["hook_errors"] >= errors_before + 2
     deliver(app_id, collector)
     profile = collector.get_user(app_id, "lin")  # only the broken fields are lost
     assert profile is not None
@@ -181,6 +180,23 @@ def test_raising_hooks_leave_the_response_untouched(
     assert (response.status, response.get_data()) == (bare.status, bare.get_data())
     deliver(app_id, collector)
     assert collector.get_user(app_id, "mo") is None
+
+
+def test_a_raising_skip_hook_skips_the_request(app_id: str, collector: CollectorHandle) -> None:
+    def boom(request: Request, response: Response) -> bool:
+        raise RuntimeError("skip bug")
+
+    bare = make_app().test_client().get("/hello", headers={"X-User": "sk"}, buffered=True)
+    app = make_app()
+    MoesifUsers(app, **options(app_id, collector, identify_user=identify_user, skip=boom))
+    before = capture_stats()
+    response = app.test_client().get("/hello", headers={"X-User": "sk"}, buffered=True)
+    assert (response.status, response.get_data()) == (bare.status, bare.get_data())
+    after = capture_stats()
+    assert after["skipped"] - before["skipped"] == 1  # fails closed: skipped, and
+    assert after["hook_errors"] - before["hook_errors"] == 1  # counted as a hook error
+    deliver(app_id, collector)
+    assert collector.get_user(app_id, "sk") is None
 
 
 def test_skip_and_anonymous_record_nothing(app_id: str, collector: CollectorHandle) -> None:

@@ -10,6 +10,7 @@ from samples import REFERENCE_USER
 
 from moesif_users_middleware import Campaign, User, ValidationError
 from moesif_users_middleware.models import normalize_user
+from moesif_users_middleware.transport import normalize_users
 
 
 class Unserializable:
@@ -26,6 +27,16 @@ BAD_USERS: list[tuple[str, Any, str]] = [
     ("int company_id", {"user_id": "u", "company_id": 7}, "company_id"),
     ("list session_token", {"user_id": "u", "session_token": ["a"]}, "session_token"),
     ("bytes ip_address", {"user_id": "u", "ip_address": b"1.2.3.4"}, "ip_address"),
+    ("octet over 255", {"user_id": "u", "ip_address": "999.1.1.1"}, "ip_address"),
+    ("not an address", {"user_id": "u", "ip_address": "not-an-ip"}, "ip_address"),
+    ("empty ip_address", {"user_id": "u", "ip_address": ""}, "ip_address"),
+    ("leading zero", {"user_id": "u", "ip_address": "01.2.3.4"}, "ip_address"),
+    ("padded ip_address", {"user_id": "u", "ip_address": " 1.2.3.4"}, "ip_address"),
+    ("ip with port", {"user_id": "u", "ip_address": "1.2.3.4:80"}, "ip_address"),
+    ("three octets", {"user_id": "u", "ip_address": "1.2.3"}, "ip_address"),
+    ("bad ipv6", {"user_id": "u", "ip_address": "2001:db8::g"}, "ip_address"),
+    ("ipv6 zone id", {"user_id": "u", "ip_address": "fe80::1%eth0"}, "ip_address"),
+    ("cidr", {"user_id": "u", "ip_address": "10.0.0.0/8"}, "ip_address"),
     ("int user agent", {"user_id": "u", "user_agent_string": 5}, "user_agent_string"),
     ("list metadata", {"user_id": "u", "metadata": [1, 2]}, "metadata"),
     ("str metadata", {"user_id": "u", "metadata": "{}"}, "metadata"),
@@ -61,6 +72,27 @@ def test_user_from_dict_rejects_the_same_inputs(data: dict[str, Any], field: str
     with pytest.raises(ValidationError) as info:
         User.from_dict(data)
     assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    "address", ["203.0.113.7", "0.0.0.0", "::1", "2001:DB8::1", "::ffff:192.0.2.1", "fe80::1"]
+)
+def test_ip_address_accepts_ipv4_and_ipv6_as_written(address: str) -> None:
+    assert normalize_user({"user_id": "u", "ip_address": address})["ip_address"] == address
+    assert User("u", ip_address=address).to_dict()["ip_address"] == address
+
+
+def test_invalid_ip_address_in_a_batch_names_the_index() -> None:
+    users = [{"user_id": "a", "ip_address": "10.0.0.1"}] * 3 + [
+        {"user_id": "b", "ip_address": "999.1.1.1"}
+    ]
+    with pytest.raises(ValidationError) as info:
+        normalize_users(users)
+    assert info.value.field == "users[3].ip_address"
+    assert "999.1.1.1" in info.value.message
+    with pytest.raises(ValidationError) as info:
+        User("u", ip_address="not-an-ip")
+    assert info.value.field == "ip_address"
 
 
 def test_non_object_user() -> None:

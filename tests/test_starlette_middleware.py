@@ -347,17 +347,21 @@ def test_raising_hook_leaves_response_untouched(
 
     options: dict[str, Any] = {"identify_user": header_user}
     options[hook_name] = araising if is_async else raising
-    before = capture_stats()["hook_errors"]
+    before = capture_stats()
 
     bare = Starlette(routes=routes())
     assert response_signature(make_app(app_id, collector, **options)) == response_signature(bare)
-    assert capture_stats()["hook_errors"] == before + 1
+    after = capture_stats()
+    assert after["hook_errors"] == before["hook_errors"] + 1
+    assert after["skipped"] == before["skipped"] + (hook_name == "skip")
 
     deliver(app_id, collector)
     profile = collector.get_user(app_id, "u-raise")
-    if hook_name == "identify_user":
-        assert profile is None  # no user id, no record
-    elif hook_name == "identify_company":
+    if hook_name in ("identify_user", "skip"):
+        assert profile is None  # no user id, or skip fails closed: no record
+    else:
+        assert profile is not None  # only the failing hook's field is lost
+    if hook_name == "identify_company":
         assert profile is not None
         assert "company_id" not in profile or profile["company_id"] is None
 

@@ -139,7 +139,6 @@ def test_raising_hooks_leave_the_response_untouched(
             app_id,
             collector,
             identify_user=identify_user,
-            skip=boom,
             identify_company=boom,
             get_metadata=boom,
             get_session_token=boom,
@@ -149,11 +148,24 @@ def test_raising_hooks_leave_the_response_untouched(
     assert response.status == bare.status
     assert response.get_data() == bare.get_data()
     assert sorted(response.headers.items()) == sorted(bare.headers.items())
-    assert capture_stats()["hook_errors"] >= errors_before + 4
+    assert capture_stats()["hook_errors"] >= errors_before + 3
     deliver(app_id, collector)
     profile = collector.get_user(app_id, "lin")
     assert profile is not None  # only the broken fields are lost
     assert not profile.get("metadata")
+
+    # a raising skip fails closed: the request is skipped (and counted as a hook error)
+    wrapped = MoesifUsersMiddleware(
+        hello_app, **options(app_id, collector, identify_user=identify_user, skip=boom)
+    )
+    before = capture_stats()
+    response = Client(wrapped).get("/", headers={"X-User": "sk"}, buffered=True)
+    assert (response.status, response.get_data()) == (bare.status, bare.get_data())
+    after = capture_stats()
+    assert after["skipped"] - before["skipped"] == 1
+    assert after["hook_errors"] - before["hook_errors"] == 1
+    deliver(app_id, collector)
+    assert collector.get_user(app_id, "sk") is None
 
 
 def test_streaming_body_passes_through_lazily(app_id: str, collector: CollectorHandle) -> None:

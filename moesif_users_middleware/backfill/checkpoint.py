@@ -6,7 +6,8 @@ whose fate is settled: delivered (2xx) or written to the rejects file. A resumed
 skips exactly that many records, so nothing confirmed is sent again; ``cursor`` is the
 key of the last settled record (the Django source resumes after that primary key);
 ``rejects_offset`` is the rejects file's size at that point, so rejects of records that
-will be read again are cut off rather than written twice.
+will be read again are cut off rather than written twice. ``invalid`` and ``failed`` add
+up over resumed runs: a resumed run exits 1 if any run rejected a record.
 """
 
 from __future__ import annotations
@@ -58,8 +59,10 @@ def load_checkpoint(path: Path) -> Checkpoint | None:
         checkpoint = Checkpoint(**data)
         if not isinstance(checkpoint.position, int) or checkpoint.position < 0:
             raise ValueError("bad position")
-        if not isinstance(checkpoint.rejects_offset, int) or checkpoint.rejects_offset < 0:
-            raise ValueError("bad rejects_offset")
+        for name in ("rejects_offset", "sent", "invalid", "failed"):
+            count = getattr(checkpoint, name)
+            if type(count) is not int or count < 0:  # the exit status rests on these counts
+                raise ValueError(f"bad {name}")
     except (ValueError, TypeError) as exc:
         raise CheckpointError(
             f"checkpoint {path} is not usable ({exc}); remove it or pass --restart"

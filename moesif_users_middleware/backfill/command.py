@@ -20,7 +20,7 @@ from typing import Any, Protocol, TextIO
 from ..config import ConfigurationError, resolve_application_id, resolve_base_url
 from ..transport import UsersClient
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from .progress import make_progress
+from .progress import make_progress, plural
 from .readers import FORMATS, MalformedInputError, open_reader
 from .rejects import RejectsFile
 from .runner import (
@@ -68,7 +68,8 @@ resuming:
 
 exit status:
   0    every record delivered
-  1    some records invalid or refused by the API (see the rejects file)
+  1    some records invalid or refused by the API, in this run or in the
+       earlier runs it resumed (see the rejects file)
   2    usage error, configuration error or malformed input
   3    stopped: API unreachable past --retry-timeout, or refusing the
        application id (resumable)
@@ -292,12 +293,23 @@ def execute(
                 (saved.source_size, saved.source_mtime_ns) != fingerprint
             )
             if saved.complete and not changed:
-                out.write(
-                    f"Nothing to do: all {saved.position:,} records of {source_id} were "
-                    f"settled by an earlier run (checkpoint {checkpoint_path}); pass "
-                    "--restart to send them again.\n"
+                rejected = bool(saved.invalid or saved.failed or saved.rejects_offset)
+                records = (
+                    f"the only record of {source_id} was"
+                    if saved.position == 1
+                    else f"all {saved.position:,} records of {source_id} were"
                 )
-                return 0
+                out.write(
+                    f"Nothing to do: {records} settled by an earlier run (checkpoint "
+                    f"{checkpoint_path}"
+                    + (
+                        f"; {saved.invalid:,} invalid, {saved.failed:,} failed: see {rejects_path}"
+                        if rejected
+                        else ""
+                    )
+                    + "); pass --restart to send them again.\n"
+                )
+                return 1 if rejected else 0
             if changed:
                 err.write(
                     f"{prog}: note: {source_id} changed since checkpoint {checkpoint_path} "
@@ -342,8 +354,8 @@ def format_summary(summary: Summary, rejects: Path, checkpoint: Path | None, bas
     verb = "valid (dry run, nothing sent)" if summary.dry_run else "sent"
     lines = [
         f"{summary.source}" + ("" if summary.dry_run else f" -> {base_url}"),
-        f"  {verb}: {summary.sent:,} users"
-        + ("" if summary.dry_run else f" in {summary.batches:,} requests")
+        f"  {verb}: {plural(summary.sent, 'user')}"
+        + ("" if summary.dry_run else f" in {plural(summary.batches, 'request')}")
         + f", {summary.elapsed:.1f} s ({rate:,.0f} users/s)",
         f"  invalid: {summary.invalid:,}" + (f" (see {rejects})" if summary.invalid else ""),
         f"  failed:  {summary.failed:,}"
@@ -353,11 +365,19 @@ def format_summary(summary: Summary, rejects: Path, checkpoint: Path | None, bas
         lines.append(f"  retries: {summary.retries:,}")
     if summary.skipped:
         lines.append(f"  resumed after record {summary.skipped:,} (settled by earlier runs)")
-    if summary.total_sent != summary.sent and not summary.dry_run:
+    earlier = (summary.total_sent, summary.total_invalid, summary.total_failed) != (
+        summary.sent,
+        summary.invalid,
+        summary.failed,
+    )
+    if earlier and not summary.dry_run:
         lines.append(
             f"  all runs: {summary.total_sent:,} sent, {summary.total_invalid:,} invalid, "
             f"{summary.total_failed:,} failed"
+            + (f" (see {rejects})" if summary.total_invalid or summary.total_failed else "")
         )
+    elif summary.earlier_rejects and not (summary.invalid or summary.failed):
+        lines.append(f"  earlier runs rejected records (see {rejects})")
     again = f"Run the same command again to resume after record {summary.position:,}" + (
         f" (checkpoint {checkpoint})."
         if checkpoint is not None

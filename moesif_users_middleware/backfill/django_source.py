@@ -26,20 +26,35 @@ How a profile is built (there is no request during a backfill):
 
 A hook that raises rejects that user (the rejects file names the hook) and the run goes
 on. Django is imported only by this module.
+
+Where the checkpoint lives (:func:`default_state_paths`): it describes one database, so
+it sits beside it, never in whatever directory the command happens to run from. For a
+SQLite database file: ``<db file>.moesif_users_backfill.checkpoint`` in the database's
+directory. For any other database (or an in-memory SQLite one): a file named after the
+database in a per-user state directory (``$XDG_STATE_HOME``, else
+``~/.local/state``; ``%LOCALAPPDATA%`` on Windows, under ``moesif_users_middleware``).
+The rejects file goes beside the checkpoint (the checkpoint records its size). The
+command prints both paths; ``--checkpoint`` and ``--rejects`` choose others.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import inspect
+import json
+import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import connections
 from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
@@ -53,6 +68,7 @@ __all__ = [
     "DjangoUserSource",
     "ProfileBuilder",
     "add_arguments",
+    "default_state_paths",
     "run_command",
 ]
 
@@ -66,6 +82,8 @@ _REQUEST_HOOKS = (
     ("GET_CAMPAIGN", "campaign"),
 )
 _DEFAULT_METADATA = ("email", "first_name", "last_name")
+_STEM = "moesif_users_backfill"
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 class BackfillConfigurationError(ValueError):
@@ -198,7 +216,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's arguments: those of ``moesif-users send`` plus ``--chunk-size``."""
     parser.description = (
         "Send every user of the user model to POST /v1/users/batch, in primary-key "
-        "order, with profiles built by the MOESIF_USERS hooks."
+        "order, with profiles built by the MOESIF_USERS hooks. The checkpoint and the "
+        "rejects file are kept beside a SQLite database file, else in a per-user state "
+        "directory; the command prints where (--checkpoint and --rejects choose others)."
     )
     add_sending_arguments(parser)
     parser.add_argument(
@@ -236,16 +256,83 @@ def run_command(
         err.write(f"{PROG}: error: {exc}\n")
         return 2
     source = DjangoUserSource(builder, queryset, chunk_size=args.chunk_size)
+    checkpoint, rejects = default_state_paths(source.queryset)
+    if args.checkpoint is None and not (args.dry_run or args.no_checkpoint):
+        err.write(f"{PROG}: checkpoint: {checkpoint}\n")
+    if args.rejects is None:
+        err.write(f"{PROG}: rejects file: {_rejects_path(rejects, args.dry_run)}\n")
+    if (args.checkpoint is None or args.rejects is None) and not checkpoint.parent.is_dir():
+        try:
+            checkpoint.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            err.write(
+                f"{PROG}: error: cannot create {checkpoint.parent}: {exc.strerror or exc}; "
+                "pass --checkpoint and --rejects\n"
+            )
+            return 2
     return execute(
         source,
         args,
         source_id=source.name,
-        default_checkpoint="moesif_users_backfill.checkpoint",
-        default_rejects="moesif_users_backfill.rejects.jsonl",
+        default_checkpoint=str(checkpoint),
+        default_rejects=str(rejects),
         key_name="pk",
         stdout=stdout,
         stderr=err,
         prog=PROG,
+    )
+
+
+def default_state_paths(queryset: QuerySet[Any]) -> tuple[Path, Path]:
+    """The default (checkpoint, rejects file) for backfilling ``queryset``'s database.
+
+    Beside a SQLite database file; otherwise in a per-user state directory, named after
+    the database (engine, name and a hash of its connection settings and user model).
+    """
+    connection = connections[queryset.db]
+    config = connection.settings_dict
+    name = config.get("NAME")
+    in_memory = not isinstance(name, Path) and (name == ":memory:" or "mode=memory" in str(name))
+    if connection.vendor == "sqlite" and name and not in_memory:
+        text = os.fspath(name)
+        if text.startswith("file:"):  # a URI name (OPTIONS "uri": True)
+            text = text[5:].split("?", 1)[0].removeprefix("//localhost").removeprefix("//")
+        database = Path(text).resolve()
+        stem = f"{database.name}.{_STEM}"
+        directory = database.parent
+    else:
+        identity = [
+            connection.vendor,
+            str(config.get("HOST") or ""),
+            str(config.get("PORT") or ""),
+            str(name or ""),
+            queryset.model._meta.label,
+        ]
+        digest = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:12]
+        label = _UNSAFE_NAME.sub("_", f"{connection.vendor}.{name or queryset.db}")[:60]
+        stem = f"{_STEM}.{label}.{digest}"
+        directory = _state_directory()
+    return directory / f"{stem}.checkpoint", directory / f"{stem}.rejects.jsonl"
+
+
+def _state_directory() -> Path:
+    """Where per-user state lives: ``$XDG_STATE_HOME`` or ``~/.local/state`` (Windows:
+    ``%LOCALAPPDATA%``), under ``moesif_users_middleware``."""
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+    else:
+        base = os.environ.get("XDG_STATE_HOME", "")
+        if not os.path.isabs(base):  # the XDG spec: relative values are ignored
+            base = str(Path.home() / ".local" / "state")
+    return Path(base) / "moesif_users_middleware"
+
+
+def _rejects_path(default: Path, dry_run: bool) -> Path:
+    """The rejects file :func:`execute` will use by default (dry runs have their own)."""
+    return (
+        default.with_name(default.name.replace(".rejects.", ".dry-run.rejects."))
+        if dry_run
+        else default
     )
 
 

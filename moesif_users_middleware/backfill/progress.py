@@ -12,7 +12,14 @@ import threading
 import time
 from typing import TextIO
 
-__all__ = ["BarProgress", "LogProgress", "NullProgress", "Progress", "make_progress"]
+__all__ = [
+    "BarProgress",
+    "LogProgress",
+    "NullProgress",
+    "Progress",
+    "make_progress",
+    "plural",
+]
 
 
 class Progress:
@@ -66,10 +73,13 @@ class Progress:
         """``412,000/1,000,000 users (41.2%), 21,340/s, ETA 0:00:27, 3 invalid``."""
         rate = self.rate(now)
         total = self.total
+        label = self.label
+        if (total or self.done) == 1 and label.endswith("s"):
+            label = label[:-1]
         parts = [
-            f"{self.done:,}/{total:,} {self.label} ({_percent(self.done, total)})"
+            f"{self.done:,}/{total:,} {label} ({_percent(self.done, total)})"
             if total
-            else f"{self.done:,} {self.label}",
+            else f"{self.done:,} {label}",
             f"{rate:,.0f}/s",
         ]
         if total and rate > 0 and total > self.done:
@@ -150,6 +160,11 @@ def make_progress(
     if mode == "none":
         return NullProgress(out, label=label)
     raise ValueError(f"unknown progress mode {mode!r}")
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 user``, ``0 users``, ``1,000 users`` (``noun`` is the singular)."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
 
 
 def _percent(done: int, total: int | None) -> str:

@@ -31,6 +31,7 @@ class RejectsFile:
             path.unlink(missing_ok=True)  # a fresh run: the old rejects describe another run
         else:
             self._truncate(resume_offset)
+        self.kept = self._written  # bytes of earlier runs' rejects kept (0: none)
 
     def _truncate(self, offset: int) -> None:
         try:

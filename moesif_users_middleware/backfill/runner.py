@@ -40,7 +40,7 @@ from ..transport import (
     UsersClient,
 )
 from .checkpoint import Checkpoint, save_checkpoint
-from .progress import NullProgress, Progress
+from .progress import NullProgress, Progress, plural
 from .readers import Item, MalformedInputError, Skipped, Unparsed
 from .rejects import RejectsFile
 
@@ -122,6 +122,7 @@ class Summary:
     total_sent: int = 0
     total_invalid: int = 0
     total_failed: int = 0
+    earlier_rejects: bool = False  # the rejects file holds records rejected by earlier runs
     stopped: str | None = None  # why sending stopped before the end of the input
     malformed: str | None = None  # the input broke off here (records before it settled)
     interrupted: bool = False
@@ -133,16 +134,27 @@ class Summary:
 
     @property
     def exit_status(self) -> int:
-        """0 all delivered; 1 invalid or refused users; 2 malformed input; 3 sending
-        stopped (API unreachable past the retry budget, or refusing the credentials);
-        130 interrupted."""
+        """0 all delivered; 1 invalid or refused users (in this run or an earlier one it
+        resumed); 2 malformed input; 3 sending stopped (API unreachable past the retry
+        budget, or refusing the credentials); 130 interrupted."""
         if self.interrupted:
             return 130
         if self.stopped is not None:
             return 3
         if self.malformed is not None:
             return 2
-        return 1 if self.invalid or self.failed else 0
+        return 1 if self.rejected else 0
+
+    @property
+    def rejected(self) -> bool:
+        """Whether any record was invalid or refused, in this run or the runs it resumed."""
+        return bool(
+            self.invalid
+            or self.failed
+            or self.total_invalid
+            or self.total_failed
+            or self.earlier_rejects
+        )
 
 
 @dataclass
@@ -219,6 +231,7 @@ class Backfill:
         summary.total_sent = self.state.sent
         summary.total_invalid = self.state.invalid
         summary.total_failed = self.state.failed
+        summary.earlier_rejects = self.rejects.kept > 0
         return summary
 
     # -- reading (calling thread) -------------------------------------------------------
@@ -463,7 +476,7 @@ class Backfill:
             )
             attempt += 1
             if time.monotonic() + wait > deadline:
-                raise _Stop(f"not delivered after {attempt} attempt(s): {error}")
+                raise _Stop(f"not delivered after {plural(attempt, 'attempt')}: {error}")
             self.summary.retries += 1
             if self._stopping.wait(wait):  # only an interrupt sets it while we send
                 raise _Stop(f"interrupted while retrying: {error}")
