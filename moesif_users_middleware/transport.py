@@ -34,7 +34,7 @@ from .transport_deadline import (
     BodyReader,
     Deadline,
     active_deadline,
-    install_deadline_backend,
+    deadline_transport,
 )
 
 __all__ = [
@@ -313,8 +313,7 @@ class UsersClient(_ClientBase):
         super().__init__(application_id, base_url, timeout, gzip)
         if transport is None:
             # our own default transport, so every socket operation can end at the deadline
-            transport = httpx.HTTPTransport()
-            install_deadline_backend(transport)
+            transport = deadline_transport()
         self._client = httpx.Client(
             base_url=self.base_url,
             headers=self._headers,

@@ -4,12 +4,13 @@ httpx timeouts bound each socket operation, not the request: an answer trickling
 byte per 0.1 s never trips a 10 s read timeout. ``Deadline`` is the limit of one
 request. ``BodyReader`` keeps at most ``MAX_BODY`` bytes of an answer and fails once
 the deadline has passed. For the transport the client builds itself,
-``install_deadline_backend`` also caps every socket read and write at the time left,
-so a trickle of headers, or one read blocked at the deadline, ends on time too.
+:class:`DeadlineTransport` also caps every socket read and write at the time left, so a
+trickle of headers, or one read blocked at the deadline, ends on time too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import time
 import typing
@@ -24,8 +25,9 @@ __all__ = [
     "MAX_BODY",
     "BodyReader",
     "Deadline",
+    "DeadlineTransport",
     "active_deadline",
-    "install_deadline_backend",
+    "deadline_transport",
 ]
 
 MAX_BODY = 64 * 1024
@@ -173,17 +175,98 @@ class _DeadlineBackend:
         self._backend.sleep(seconds)
 
 
-def install_deadline_backend(transport: httpx.HTTPTransport) -> bool:
-    """Make ``transport``'s connections honour ``active_deadline``; ``False`` if impossible.
+class DeadlineTransport(httpx.BaseTransport):
+    """httpx's network transport, built on public parts only, honouring ``active_deadline``.
 
-    httpx has no public hook for the network backend, so this wraps the one its
-    connection pool holds (httpcore 1.x); with another layout it does nothing and only
-    the per-chunk check of ``BodyReader`` bounds a request. Call before any request.
+    An ``httpcore.ConnectionPool`` whose network backend caps every connect, read and
+    write at the time left (``ConnectionPool(network_backend=...)`` and
+    ``httpx.BaseTransport`` are both public API), so a trickle of headers, or one read
+    blocked at the deadline, ends on time. Requests and answers are translated the way
+    ``httpx.HTTPTransport`` translates them, httpcore's errors into httpx's.
     """
-    pool = getattr(transport, "_pool", None)
-    backend = getattr(pool, "_network_backend", None)
-    if backend is None or not hasattr(backend, "connect_tcp"):
-        return False
-    if not isinstance(backend, _DeadlineBackend):
-        pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
-    return True
+
+    def __init__(self, max_connections: int = 10) -> None:
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            network_backend=typing.cast(
+                "httpcore.NetworkBackend", _DeadlineBackend(httpcore.SyncBackend())
+            ),
+        )
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        with _httpx_errors():
+            answer = self._pool.handle_request(core_request)
+        assert isinstance(answer.stream, Iterable)
+        return httpx.Response(
+            status_code=answer.status,
+            headers=answer.headers,
+            stream=_AnswerStream(answer.stream),
+            extensions=answer.extensions,
+        )
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class _AnswerStream(httpx.SyncByteStream):
+    def __init__(self, stream: Iterable[bytes]) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> typing.Iterator[bytes]:
+        with _httpx_errors():
+            yield from self._stream
+
+    def close(self) -> None:
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            close()
+
+
+# httpcore's error -> httpx's, most specific first (as httpx.HTTPTransport maps them).
+_ERRORS: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+@contextlib.contextmanager
+def _httpx_errors() -> typing.Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        for core_error, httpx_error in _ERRORS:
+            if isinstance(exc, core_error):
+                raise httpx_error(str(exc)) from exc
+        raise
+
+
+def deadline_transport() -> httpx.BaseTransport:
+    """The transport for a client's own connections: a :class:`DeadlineTransport`, or,
+    where this httpcore lacks the public parts it needs, httpx's (then only the
+    per-chunk check of ``BodyReader`` bounds a request)."""
+    if hasattr(httpcore, "SyncBackend") and hasattr(httpx, "create_ssl_context"):
+        return DeadlineTransport()
+    return httpx.HTTPTransport()
