@@ -6,7 +6,8 @@ Six WSGI callables built in one process:
   ``identify_company``, ``get_metadata``, ``skip``), and with ``moesifwsgi``'s
   ``MoesifMiddleware`` around ``app.wsgi_app`` (the same four hooks, in its signature);
 - a hello-world plain WSGI function: bare, inside ``moesif_users_middleware.wsgi``'s
-  ``MoesifUsersMiddleware`` (four hooks), and inside ``MoesifMiddleware``.
+  ``MoesifUsersMiddleware`` (the same four hooks reading the WSGI environ, which is what
+  that middleware hands hooks), and inside ``MoesifMiddleware``.
 
 Each is called directly with a prebuilt environ (a fresh copy per request, as a server
 makes) and a no-op ``start_response``; the body is iterated and closed, as a server
@@ -132,6 +133,44 @@ def our_hooks(traffic: str) -> dict[str, Any]:
     }
 
 
+# --- the same four for the plain WSGI middleware: hook(environ, response) ------------------------
+def environ_identify_user(request: dict[str, Any], response: Any) -> str | None:
+    return request.get("HTTP_X_USER_ID")
+
+
+def environ_identify_company(request: dict[str, Any], response: Any) -> str | None:
+    return request.get("HTTP_X_COMPANY_ID")
+
+
+def environ_get_metadata(request: dict[str, Any], response: Any) -> dict[str, Any]:
+    user_id = request.get("HTTP_X_USER_ID")
+    return {"email": f"{user_id}@example.com", "plan": "pro", "status": response.status_code}
+
+
+def environ_get_metadata_seq(request: dict[str, Any], response: Any) -> dict[str, Any]:
+    """``environ_get_metadata`` for changing traffic: the request's ``X-Seq`` too."""
+    user_id = request.get("HTTP_X_USER_ID")
+    return {
+        "email": f"{user_id}@example.com",
+        "plan": "pro",
+        "status": response.status_code,
+        "seq": request.get("HTTP_X_SEQ"),
+    }
+
+
+def environ_skip(request: dict[str, Any], response: Any) -> bool:
+    return request.get("PATH_INFO") == "/health"
+
+
+def environ_hooks(traffic: str) -> dict[str, Any]:
+    return {
+        "identify_user": environ_identify_user,
+        "identify_company": environ_identify_company,
+        "get_metadata": environ_get_metadata_seq if traffic == "changing" else environ_get_metadata,
+        "skip": environ_skip,
+    }
+
+
 # --- the same four for moesifwsgi: hook(app, environ[, response_headers]) ----------------------
 def their_identify_user(app: Any, environ: dict[str, Any], response_headers: Any = None) -> Any:
     return environ.get("HTTP_X_USER_ID")
@@ -198,8 +237,8 @@ def drainer(middleware: Any) -> Callable[[], None]:
 def build_variants(sink_url: str, traffic: str) -> tuple[list[Variant], bool]:
     # Each of our two variants has its own sender (one per application id), as one app
     # would: sharing one, their captures of a user would never repeat each other.
-    def ours(application_id: str) -> dict[str, Any]:
-        return {"application_id": application_id, "base_url": sink_url, **our_hooks(traffic)}
+    def ours(application_id: str, hooks: dict[str, Any]) -> dict[str, Any]:
+        return {"application_id": application_id, "base_url": sink_url, **hooks}
 
     environs = wsgi_environs()
 
@@ -209,7 +248,7 @@ def build_variants(sink_url: str, traffic: str) -> tuple[list[Variant], bool]:
         return Variant(name, name.split()[0], role, wsgi_runner(handler, environs, traffic), settle)
 
     with_ours = flask_app()
-    MoesifUsers(with_ours, **ours("bench-flask"))
+    MoesifUsers(with_ours, **ours("bench-flask", our_hooks(traffic)))
     variants = [
         variant("flask bare", "bare", flask_app()),
         variant("flask + MoesifUsers", "ours", with_ours, flusher("bench-flask", sink_url)),
@@ -225,7 +264,7 @@ def build_variants(sink_url: str, traffic: str) -> tuple[list[Variant], bool]:
         with_theirs.wsgi_app = middleware  # type: ignore[method-assign]
         variants.append(variant("flask + moesifwsgi", "theirs", with_theirs, drainer(middleware)))
     variants.append(variant("wsgi bare", "bare", wsgi_hello))
-    wrapped = MoesifUsersMiddleware(wsgi_hello, **ours("bench-wsgi"))
+    wrapped = MoesifUsersMiddleware(wsgi_hello, **ours("bench-wsgi", environ_hooks(traffic)))
     variants.append(
         variant("wsgi + MoesifUsersMiddleware", "ours", wrapped, flusher("bench-wsgi", sink_url))
     )

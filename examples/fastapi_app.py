@@ -185,5 +185,6 @@ def create_app(
 
 
 # Starlette builds the middleware stack on the first event, so importing this module needs
-# no application id; serving it does (MOESIF_APPLICATION_ID).
+# no application id. Serving it without one (no MOESIF_APPLICATION_ID) works too: capture
+# is off and one warning says how to turn it on.
 app = create_app()

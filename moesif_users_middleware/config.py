@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from .client_ip import ClientIpResolver
-from .hooks import Hook, HookError, resolve_hook
+from .hooks import Hook, HookError, hook_label, is_async_hook, resolve_hook
 
 __all__ = [
     "CAPTURE_OPTIONS",
@@ -17,20 +19,34 @@ __all__ = [
     "HOOK_OPTIONS",
     "CaptureConfig",
     "ConfigurationError",
+    "MissingApplicationIdError",
     "build_config",
+    "configure_or_disable",
     "options_from_upper",
     "redact",
     "resolve_application_id",
     "resolve_base_url",
+    "unknown_options_error",
 ]
 
 Label = Callable[[str], str]
+T = TypeVar("T")
 
 DEFAULT_BASE_URL = "https://api.moesif.net"
+
+logger = logging.getLogger("moesif_users_middleware")
 
 
 class ConfigurationError(ValueError):
     """Invalid or missing configuration, raised at construction time, never per request."""
+
+
+class MissingApplicationIdError(ConfigurationError):
+    """No application id and no ``MOESIF_APPLICATION_ID``.
+
+    Adapters turn capture off with one warning (unless ``strict``), like an
+    error-reporting SDK without a DSN.
+    """
 
 
 def resolve_application_id(application_id: str | None) -> str:
@@ -39,7 +55,7 @@ def resolve_application_id(application_id: str | None) -> str:
         application_id if application_id is not None else os.environ.get("MOESIF_APPLICATION_ID")
     )
     if not isinstance(value, str) or not value.strip():
-        raise ConfigurationError(
+        raise MissingApplicationIdError(
             "application_id is required: pass application_id=... or set MOESIF_APPLICATION_ID"
         )
     value = value.strip()
@@ -103,6 +119,7 @@ CAPTURE_OPTIONS: tuple[str, ...] = (
     "capture_campaign",
     "max_user_agent_length",
     "enabled",
+    "strict",
     *_SENDER_OPTION_NAMES,
 )
 DEFAULT_SESSION_TOKEN_HEADERS: tuple[str, ...] = ("x-api-key",)
@@ -146,15 +163,23 @@ def options_from_upper(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_config(
-    options: Mapping[str, Any], *, extra_options: Iterable[str] = (), source: str = "option"
+    options: Mapping[str, Any],
+    *,
+    extra_options: Iterable[str] = (),
+    source: str = "option",
+    sync_hooks: str | None = None,
 ) -> tuple[CaptureConfig, dict[str, Any]]:
     """Validate lower-case ``options`` once, at startup.
 
     Returns the configuration and the given adapter-specific options (those named in
     ``extra_options``). ``source`` is how options are named in errors: ``"option"``
     (keyword arguments) or a settings name such as ``"MOESIF_USERS"``, which makes errors
-    read ``MOESIF_USERS['IDENTIFY_USER']``. Raises :class:`ConfigurationError` naming the
-    option at fault.
+    read ``MOESIF_USERS['IDENTIFY_USER']``. ``sync_hooks`` names a framework that calls
+    hooks synchronously (``"Flask"``): an ``async def`` hook is then an error.
+
+    Raises :class:`ConfigurationError` naming the option at fault (an unknown name comes
+    with the closest valid one). Every other option is checked before the application
+    id, so :class:`MissingApplicationIdError` means nothing else is wrong.
     """
     extra = tuple(extra_options)
 
@@ -162,31 +187,25 @@ def build_config(
         return name if source == "option" else f"{source}[{name.upper()!r}]"
 
     valid = CAPTURE_OPTIONS + extra
-    unknown = sorted(key for key in options if key not in valid)
+    unknown = [key for key in options if key not in valid]
     if unknown:
-        shown = ", ".join(valid if source == "option" else (name.upper() for name in valid))
-        what = "option" if source == "option" else f"key in {source}"
-        raise ConfigurationError(
-            f"unknown {what}{'s' if len(unknown) > 1 else ''} "
-            f"{', '.join(repr(k if source == 'option' else k.upper()) for k in unknown)}; "
-            f"valid ones are: {shown}"
+        if source == "option":
+            raise unknown_options_error(unknown, valid)
+        raise unknown_options_error(
+            [key.upper() for key in unknown],
+            valid,
+            style=str.upper,
+            noun="key",
+            where=f" in {source}",
         )
 
     enabled = _bool(options, "enabled", True, label)
+    _bool(options, "strict", False, label)  # read by configure_or_disable's caller
     application_id = options.get("application_id")
     if application_id is not None and not isinstance(application_id, str):
         raise ConfigurationError(
             f"{label('application_id')} must be a string, not {type(application_id).__name__}"
         )
-    try:
-        application_id = resolve_application_id(application_id)
-    except ConfigurationError:
-        if enabled:
-            raise ConfigurationError(
-                f"{label('application_id')} is required: set it or the MOESIF_APPLICATION_ID "
-                "environment variable (or pass enabled=False to turn capture off)"
-            ) from None
-        application_id = ""
     base_url = options.get("base_url")
     if base_url is not None and not isinstance(base_url, str):
         raise ConfigurationError(
@@ -200,9 +219,14 @@ def build_config(
     hooks: dict[str, Hook | None] = {}
     for name in HOOK_OPTIONS:
         try:
-            hooks[name] = resolve_hook(options.get(name), label(name))
+            hook = hooks[name] = resolve_hook(options.get(name), label(name))
         except HookError as exc:
             raise ConfigurationError(str(exc)) from exc.__cause__
+        if sync_hooks is not None and hook is not None and is_async_hook(hook):
+            raise ConfigurationError(
+                f"{label(name)} is an async def hook ({hook_label(hook)}); {sync_hooks} "
+                "runs hooks synchronously: make it a plain function"
+            )
 
     claim = options.get("jwt_user_id_claim")
     if claim is not None and (not isinstance(claim, str) or not claim.strip()):
@@ -214,23 +238,121 @@ def build_config(
     trusted_proxies, client_ip_headers = _client_ip(
         options.get("trusted_proxies"), options.get("client_ip_headers", ()), label
     )
+    session_token_headers = _header_names(
+        options.get("session_token_headers", DEFAULT_SESSION_TOKEN_HEADERS),
+        label("session_token_headers"),
+    )
+    capture_campaign = _bool(options, "capture_campaign", True, label)
+    sender_options = _sender_options(options, label)
+
+    # Last, so that a missing id (a warning) never hides a real mistake (an error).
+    try:
+        application_id = resolve_application_id(application_id)
+    except MissingApplicationIdError:
+        if enabled:
+            raise MissingApplicationIdError(
+                f"no application id: set {label('application_id')} or the "
+                "MOESIF_APPLICATION_ID environment variable to record user profiles "
+                f"(or set {label('enabled')} to False to turn capture off without this "
+                "warning)"
+            ) from None
+        application_id = ""
+    except ConfigurationError as exc:
+        if enabled:
+            message = str(exc).removeprefix("application_id ")
+            raise ConfigurationError(f"{label('application_id')} {message}") from None
+        application_id = ""
+
     config = CaptureConfig(
         application_id=application_id,
         base_url=base_url,
         trusted_proxies=trusted_proxies,
         client_ip_headers=client_ip_headers,
-        session_token_headers=_header_names(
-            options.get("session_token_headers", DEFAULT_SESSION_TOKEN_HEADERS),
-            label("session_token_headers"),
-        ),
+        session_token_headers=session_token_headers,
         jwt_user_id_claim=claim.strip() if claim else None,
-        capture_campaign=_bool(options, "capture_campaign", True, label),
+        capture_campaign=capture_campaign,
         max_user_agent_length=max_ua,
         enabled=enabled,
-        sender_options=MappingProxyType(_sender_options(options, label)),
+        sender_options=MappingProxyType(sender_options),
         **hooks,
     )
     return config, {name: options[name] for name in extra if name in options}
+
+
+def unknown_options_error(
+    unknown: Iterable[str],
+    valid: Sequence[str],
+    *,
+    style: Callable[[str], str] = str,
+    bare: Callable[[str], str] = str,
+    noun: str = "option",
+    where: str = "",
+) -> ConfigurationError:
+    """The error for unknown option names, suggesting the closest valid one.
+
+    The one place every adapter (and the sender) words this. ``unknown`` are the names as
+    the user wrote them, shown as such; ``bare`` turns one into an option name to match
+    (Flask strips ``MOESIF_USERS_``); ``valid`` are option names and ``style`` spells one
+    the way the user writes it (``str.upper`` for Django settings). Matching ignores case.
+    One unknown name with a close match reads ``unknown option 'batchsize': did you mean
+    'batch_size'?``; otherwise the valid names are listed.
+    """
+    names = [str(name) for name in unknown]
+    by_lower = {name.lower(): name for name in valid}
+    suggestions: list[str | None] = []
+    for name in names:
+        close = difflib.get_close_matches(bare(name).lower(), list(by_lower), n=1, cutoff=0.6)
+        suggestions.append(style(by_lower[close[0]]) if close else None)
+    if len(names) == 1:
+        message = f"unknown {noun} {names[0]!r}{where}"
+        if suggestions[0] is not None:
+            return ConfigurationError(f"{message}: did you mean {suggestions[0]!r}?")
+    else:
+        shown = ", ".join(
+            repr(name) if suggestion is None else f"{name!r} (did you mean {suggestion!r}?)"
+            for name, suggestion in zip(names, suggestions, strict=True)
+        )
+        message = f"unknown {noun}s {shown}{where}"
+        if None not in suggestions:
+            return ConfigurationError(message)
+    return ConfigurationError(
+        f"{message}; valid ones are: {', '.join(style(name) for name in valid)}"
+    )
+
+
+def configure_or_disable(
+    build: Callable[[], T],
+    *,
+    adapter: str,
+    strict: object = False,
+    strict_hint: str = "strict=True",
+) -> T | None:
+    """Run ``build`` (an adapter's configuration); on a mistake, log once and return None.
+
+    The adapter then serves requests with capture off. No application id logs one
+    WARNING; any other :class:`ConfigurationError` logs one ERROR naming the option and
+    the fix. With ``strict`` (exactly ``True``) the error is raised instead; ``strict_hint``
+    says how the adapter spells that. Called once per adapter construction, never per
+    request.
+    """
+    try:
+        return build()
+    except ConfigurationError as exc:
+        if strict is True:
+            raise
+        if isinstance(exc, MissingApplicationIdError):
+            logger.warning(
+                "moesif_users_middleware: %s: user profiles are not recorded: %s", adapter, exc
+            )
+        else:
+            logger.error(
+                "moesif_users_middleware: %s: capture is off because of a configuration "
+                "error: %s (set %s to raise at startup instead)",
+                adapter,
+                exc,
+                strict_hint,
+            )
+        return None
 
 
 def _bool(options: Mapping[str, Any], name: str, default: bool, label: Label) -> bool:

@@ -11,8 +11,12 @@ Options are the keyword arguments of every adapter (``application_id``, ``identi
 ``skip``, ``flush_interval``, ...). Each may also come from ``app.config`` under
 ``MOESIF_USERS_<OPTION>`` (``MOESIF_USERS_APPLICATION_ID``,
 ``MOESIF_USERS_IDENTIFY_USER``, ...); keyword arguments win over ``app.config``, and
-``init_app``'s over the constructor's. An unknown key or option raises
-:class:`~moesif_users_middleware.config.ConfigurationError`. The per-app state lives in
+``init_app``'s over the constructor's. A configuration mistake never stops the app:
+without an application id capture is off with one WARNING; an unknown key or option,
+a bad value or an ``async def`` hook turns capture off with one ERROR naming it (and
+the closest valid name for a misspelling). ``strict=True`` (or
+``MOESIF_USERS_STRICT = True``) makes ``init_app`` raise
+:class:`~moesif_users_middleware.config.ConfigurationError` instead. The per-app state lives in
 ``app.extensions["moesif_users"]`` (a :class:`FlaskState`), so one extension object
 can serve several apps.
 
@@ -42,7 +46,8 @@ touched it costs no user-loader call; ``force_user_load=True`` loads it for ever
 request (before the response is sent). Without a ``LoginManager`` it is ``REMOTE_USER``.
 Anonymous requests record nothing.
 
-Hooks must be plain functions (``async def`` hooks raise ``ConfigurationError``).
+Hooks must be plain functions: Flask runs them synchronously, so an ``async def``
+hook is a configuration error (capture off, or raised with ``strict``).
 Responses sent with ``direct_passthrough`` (``send_file``) are handled too; a
 ``wsgi.file_wrapper`` body is left as it is for the server's ``sendfile``.
 """
@@ -64,6 +69,8 @@ from moesif_users_middleware.config import (
     CaptureConfig,
     ConfigurationError,
     build_config,
+    configure_or_disable,
+    unknown_options_error,
 )
 from moesif_users_middleware.request_view import EnvironView
 from moesif_users_middleware.wsgi_response import call_on_close
@@ -90,18 +97,20 @@ class MoesifUsers:
     def init_app(self, app: Flask, **options: Any) -> FlaskState:
         """Validate the options for ``app`` and register the ``after_request`` handler.
 
-        Raises :class:`ConfigurationError` for a bad option, an unknown
-        ``MOESIF_USERS_*`` key, or when ``app`` already has the extension.
+        A bad option or ``MOESIF_USERS_*`` key, or no application id, is logged once and
+        leaves capture off (``strict=True`` raises :class:`ConfigurationError` instead).
+        Raises :class:`ConfigurationError` when ``app`` already has the extension.
         """
         if EXTENSION_KEY in app.extensions:
             raise ConfigurationError("MoesifUsers is already initialised on this Flask app")
-        merged = {**options_from_app_config(app.config), **self.options, **options}
-        config, extras = build_config(merged, extra_options=FLASK_OPTIONS)
-        force_user_load = extras.get("force_user_load", False)
-        if not isinstance(force_user_load, bool):
-            raise ConfigurationError(
-                f"force_user_load must be True or False, not {force_user_load!r}"
-            )
+        given = {**self.options, **options}
+        configured = configure_or_disable(
+            partial(_configure, app.config, given),
+            adapter="Flask",
+            strict=given.get("strict", app.config.get(CONFIG_PREFIX + "STRICT")),
+            strict_hint=f"strict=True or {CONFIG_PREFIX}STRICT",
+        )
+        config, force_user_load = configured if configured is not None else (None, False)
         state = FlaskState(app, config, force_user_load=force_user_load)
         app.extensions[EXTENSION_KEY] = state
         if state.capture is not None:
@@ -109,47 +118,75 @@ class MoesifUsers:
         return state
 
 
+def _configure(
+    app_config: Mapping[str, Any], options: Mapping[str, Any]
+) -> tuple[CaptureConfig, bool]:
+    """The validated configuration and ``force_user_load``; raises ``ConfigurationError``."""
+    merged = {**options_from_app_config(app_config), **options}
+    config, extras = build_config(merged, extra_options=FLASK_OPTIONS, sync_hooks="Flask")
+    force_user_load = extras.get("force_user_load", False)
+    if not isinstance(force_user_load, bool):
+        raise ConfigurationError(f"force_user_load must be True or False, not {force_user_load!r}")
+    return config, force_user_load
+
+
 def options_from_app_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """``MOESIF_USERS_<OPTION>`` keys of ``app.config`` -> lower-case options.
 
-    Raises :class:`ConfigurationError` naming an unknown ``MOESIF_USERS_*`` key.
+    Raises :class:`ConfigurationError` naming an unknown ``MOESIF_USERS_*`` key (and the
+    closest valid one).
     """
     options: dict[str, Any] = {}
+    unknown: list[str] = []
     for key, value in config.items():
         if isinstance(key, str) and key.startswith(CONFIG_PREFIX):
             name = key[len(CONFIG_PREFIX) :].lower()
             if name not in _VALID_OPTIONS:
-                valid = ", ".join(
-                    CONFIG_PREFIX + option.upper() for option in sorted(_VALID_OPTIONS)
-                )
-                raise ConfigurationError(f"unknown app.config key {key!r}; valid ones are: {valid}")
+                unknown.append(key)
             options[name] = value
+    if unknown:
+        raise unknown_options_error(
+            unknown,
+            CAPTURE_OPTIONS + FLASK_OPTIONS,
+            style=_config_key,
+            bare=_option_name,
+            noun="app.config key",
+        )
     return options
+
+
+def _config_key(name: str) -> str:
+    return CONFIG_PREFIX + name.upper()
+
+
+def _option_name(key: str) -> str:
+    return key[len(CONFIG_PREFIX) :]
 
 
 class FlaskState:
     """One app's extension state, stored in ``app.extensions["moesif_users"]``.
 
-    ``capture`` is ``None`` when the extension was configured with ``enabled=False``.
+    ``capture`` is ``None`` when the extension was configured with ``enabled=False``;
+    ``config`` is ``None`` too when the configuration had a mistake (logged at startup).
     """
 
-    def __init__(self, app: Flask, config: CaptureConfig, *, force_user_load: bool) -> None:
+    def __init__(self, app: Flask, config: CaptureConfig | None, *, force_user_load: bool) -> None:
         self.app = app
         self.config = config
         self.force_user_load = force_user_load
-        self.capture: Capture | None = Capture(config) if config.enabled else None
-        if self.capture is not None and self.capture.has_async_hooks:
-            raise ConfigurationError(
-                "async def hooks cannot run in a Flask app: use plain functions"
-            )
+        self.capture: Capture | None = (
+            Capture(config) if config is not None and config.enabled else None
+        )
         # Imported once, here. Whether the app has a LoginManager is settled on its first
         # request (LoginManager.init_app may run before or after this extension's, but
         # Flask refuses it once requests are served).
         self.flask_login: ModuleType | None = (
-            _import_flask_login() if config.identify_user is None else None
+            _import_flask_login()
+            if self.capture is not None and self.capture.config.identify_user is None
+            else None
         )
         self._uses_login: bool | None = None if self.flask_login is not None else False
-        self.reads_jwt = config.jwt_user_id_claim is not None
+        self.reads_jwt = config is not None and config.jwt_user_id_claim is not None
         self._run = self._record  # bound once, not per request
 
     def after_request(self, response: Response) -> Response:

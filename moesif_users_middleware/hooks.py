@@ -24,6 +24,7 @@ __all__ = [
     "capture_stats",
     "count",
     "hook_label",
+    "import_path",
     "is_async_hook",
     "report",
     "resolve_hook",
@@ -115,7 +116,7 @@ def resolve_hook(value: object, label: str) -> Hook | None:
     if value is None:
         return None
     if isinstance(value, str):
-        value = _import_path(value.strip(), label)
+        value = import_path(value.strip(), label)
     if not callable(value):
         raise HookError(
             f"{label} must be a callable or a dotted path string, not {type(value).__name__}"
@@ -128,7 +129,8 @@ class HookError(ValueError):
     """A hook option that cannot be used (the configuration wraps it)."""
 
 
-def _import_path(path: str, label: str) -> object:
+def import_path(path: str, label: str) -> object:
+    """Import ``"pkg.mod.attr"`` or ``"pkg.mod:attr"``; :class:`HookError` starts with ``label``."""
     if not path:
         raise HookError(f"{label}: empty dotted path")
     if ":" in path:

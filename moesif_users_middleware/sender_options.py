@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .config import ConfigurationError
+from .config import ConfigurationError, unknown_options_error
 
 __all__ = ["SENDER_OPTIONS", "SenderOptions", "UnknownOptionError", "validate_sender_options"]
 
@@ -73,10 +73,8 @@ def validate_sender_options(options: Mapping[str, Any]) -> SenderOptions:
     """Check names, types and ranges; ``ConfigurationError`` names the offending option."""
     unknown = sorted(name for name in options if name not in SENDER_OPTIONS)
     if unknown:
-        raise UnknownOptionError(
-            f"unknown sender option(s) {', '.join(map(repr, unknown))}; "
-            f"valid options: {', '.join(SENDER_OPTIONS)}"
-        )
+        error = unknown_options_error(unknown, SENDER_OPTIONS, noun="sender option")
+        raise UnknownOptionError(str(error))
     values: dict[str, Any] = {}
     for name in ("batch_size", "max_queue_size"):
         if name in options:

@@ -24,6 +24,14 @@ Without ``identify_user``, the user id is ``scope["user"]`` (set by Starlette's
 ``AuthenticationMiddleware``, in any order relative to this one) when it is
 authenticated: its ``identity`` (or ``username``).
 
+A configuration mistake never fails a request: Starlette builds its middleware stack on
+the first request (or lifespan startup) and would otherwise re-raise on every request.
+Without an application id capture is off with one WARNING; any other bad option turns
+capture off with one ERROR naming it. ``strict=True`` raises
+:class:`~moesif_users_middleware.config.ConfigurationError` from the constructor
+instead, i.e. when the stack is built: at lifespan startup (so the server does not
+start), or on the first request when the server runs no lifespan.
+
 Only ``http`` scopes are captured; ``websocket`` and other scopes pass straight through.
 On ``lifespan`` shutdown the shared sender is flushed (within ``shutdown_timeout``)
 before the server is told the app has shut down, without blocking the event loop.
@@ -40,7 +48,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moesif_users_middleware import hooks
 from moesif_users_middleware.capture import Capture
-from moesif_users_middleware.config import build_config
+from moesif_users_middleware.config import build_config, configure_or_disable
 from moesif_users_middleware.request_view import ScopeView
 
 __all__ = ["MoesifUsersMiddleware", "ResponseView"]
@@ -75,17 +83,23 @@ class MoesifUsersMiddleware:
     """Pure-ASGI middleware: after each HTTP response, queue the user's profile update.
 
     Accepts every option of :data:`moesif_users_middleware.config.CAPTURE_OPTIONS` as a
-    keyword argument; they are validated here, once (a bad option raises
+    keyword argument; they are validated here, once. A mistake turns capture off with one
+    logged warning or error (``strict=True``: raises
     :class:`~moesif_users_middleware.config.ConfigurationError`).
     """
 
     def __init__(self, app: ASGIApp, /, **options: Any) -> None:
-        config, _ = build_config(options)
         self.app = app
-        self.capture: Capture | None = Capture(config) if config.enabled else None
+        configured = configure_or_disable(
+            lambda: build_config(options)[0],
+            adapter="Starlette/FastAPI",
+            strict=options.get("strict"),
+        )
+        config = configured if configured is not None and configured.enabled else None
+        self.capture: Capture | None = Capture(config) if config is not None else None
         self.is_async = self.capture is not None and self.capture.has_async_hooks
         # Hooks get native objects; without hooks they are never built.
-        self.builds_request = any(
+        self.builds_request = config is not None and any(
             hook is not None
             for hook in (
                 config.identify_user,

@@ -141,3 +141,8 @@ def skip_health(request: HttpRequest, response: HttpResponse) -> bool:
 
 def explode(request: HttpRequest, response: HttpResponse) -> Any:
     raise RuntimeError("this hook always fails")
+
+
+def header_user(request: HttpRequest, response: HttpResponse) -> str | None:
+    value = request.META.get("HTTP_X_USER")
+    return value if isinstance(value, str) else None

@@ -64,6 +64,15 @@ class Site(Protocol):
     ) -> Answer: ...
 
 
+def request_header(request: Any, name: str) -> str | None:
+    """A request header from any adapter's hook request (the plain WSGI one is the environ)."""
+    if isinstance(request, dict):  # plain WSGI: the environ
+        value = request.get("HTTP_" + name.upper().replace("-", "_"))
+        return value if isinstance(value, str) else None
+    value = request.headers.get(name)
+    return value if isinstance(value, str) else None
+
+
 def _answer(status: int, headers: Iterable[tuple[str, str]], body: bytes) -> Answer:
     return Answer(status, tuple(sorted((k.lower(), v) for k, v in headers)), body)
 

@@ -12,9 +12,12 @@ from moesif_users_middleware.config import (
     DEFAULT_BASE_URL,
     HOOK_OPTIONS,
     ConfigurationError,
+    MissingApplicationIdError,
     build_config,
+    configure_or_disable,
     options_from_upper,
     redact,
+    unknown_options_error,
 )
 from moesif_users_middleware.sender_options import SENDER_OPTIONS
 
@@ -85,6 +88,7 @@ def test_every_option_is_accepted() -> None:
         "capture_campaign": False,
         "max_user_agent_length": 100,
         "enabled": True,
+        "strict": False,
         "batch_size": 10,
         "max_batch_bytes": 1000,
         "max_queue_size": 5,
@@ -117,10 +121,11 @@ def test_every_option_is_accepted() -> None:
 
 
 def test_unknown_option_lists_the_valid_ones() -> None:
+    # Listed when nothing valid is close to the name given.
     with pytest.raises(ConfigurationError) as info:
-        build_config({"application_id": APP, "identify_usr": identify})
+        build_config({"application_id": APP, "log_bodies_please": identify})
     message = str(info.value)
-    assert "'identify_usr'" in message
+    assert "'log_bodies_please'" in message
     for name in CAPTURE_OPTIONS:
         assert name in message
 
@@ -159,9 +164,10 @@ def test_options_from_upper() -> None:
 
 
 def test_missing_application_id_is_a_clear_error() -> None:
-    with pytest.raises(ConfigurationError, match="MOESIF_APPLICATION_ID") as info:
+    with pytest.raises(MissingApplicationIdError, match="MOESIF_APPLICATION_ID") as info:
         build_config({})
     assert "application_id" in str(info.value)
+    assert "enabled to False" in str(info.value)
     with pytest.raises(ConfigurationError, match=r"settings.MOESIF_USERS\['APPLICATION_ID'\]"):
         build_config({}, source="settings.MOESIF_USERS")
     with pytest.raises(ConfigurationError, match="application_id"):
@@ -319,3 +325,94 @@ def test_config_is_immutable() -> None:
         config.enabled = False  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.sender_options["batch_size"] = 4  # type: ignore[index]
+
+
+# --- did you mean, and what adapters do with a mistake ---------------------------------------
+@pytest.mark.parametrize(
+    ("options", "source", "expected"),
+    [
+        ({"batchsize": 5}, "option", "unknown option 'batchsize': did you mean 'batch_size'?"),
+        ({"identfy_user": identify}, "option", "did you mean 'identify_user'?"),
+        (
+            {"batchsize": 5},
+            "settings.MOESIF_USERS",
+            "unknown key 'BATCHSIZE' in settings.MOESIF_USERS: did you mean 'BATCH_SIZE'?",
+        ),
+    ],
+)
+def test_a_misspelled_option_suggests_the_closest_name(
+    options: dict[str, Any], source: str, expected: str
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        build_config({"application_id": APP, **options}, source=source)
+    assert expected in str(info.value)
+    assert "valid ones are" not in str(info.value)  # the suggestion is enough
+
+
+def test_unknown_options_error_styles_and_multiple_names() -> None:
+    error = unknown_options_error(
+        ["MOESIF_USERS_BATCHSIZE"],
+        ("batch_size", "gzip"),
+        style=lambda name: "MOESIF_USERS_" + name.upper(),
+        bare=lambda key: key.removeprefix("MOESIF_USERS_"),
+        noun="app.config key",
+    )
+    assert str(error) == (
+        "unknown app.config key 'MOESIF_USERS_BATCHSIZE': did you mean 'MOESIF_USERS_BATCH_SIZE'?"
+    )
+    error = unknown_options_error(["batchsize", "zzz"], ("batch_size", "gzip"))
+    assert str(error) == (
+        "unknown options 'batchsize' (did you mean 'batch_size'?), 'zzz'; "
+        "valid ones are: batch_size, gzip"
+    )
+
+
+def test_a_real_mistake_is_reported_before_a_missing_application_id() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        build_config({"batchsize": 5})
+    assert not isinstance(info.value, MissingApplicationIdError)
+    with pytest.raises(ConfigurationError) as info:
+        build_config({"flush_interval": -1})
+    assert not isinstance(info.value, MissingApplicationIdError)
+
+
+def test_async_hooks_on_a_sync_framework_are_named() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        build_config({"application_id": APP, "get_metadata": identify_async}, sync_hooks="Flask")
+    message = str(info.value)
+    assert message.startswith("get_metadata is an async def hook (")
+    assert "identify_async" in message
+    assert message.endswith("Flask runs hooks synchronously: make it a plain function")
+    config, _ = build_config({"application_id": APP, "get_metadata": identify_async})
+    assert config.get_metadata is identify_async  # async-capable adapters accept it
+
+
+def test_strict_must_be_a_bool() -> None:
+    with pytest.raises(ConfigurationError, match="strict must be True or False"):
+        build_config({"application_id": APP, "strict": "yes"})
+
+
+def test_configure_or_disable_logs_once_and_returns_none(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("DEBUG", logger="moesif_users_middleware")
+    assert configure_or_disable(lambda: build_config({}), adapter="Test") is None
+    assert [(r.levelname, r.name) for r in caplog.records] == [
+        ("WARNING", "moesif_users_middleware")
+    ]
+    assert "MOESIF_APPLICATION_ID" in caplog.records[0].getMessage()
+    caplog.clear()
+    assert configure_or_disable(lambda: build_config({"batchsize": 5}), adapter="Test") is None
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+    assert "did you mean 'batch_size'?" in caplog.records[0].getMessage()
+    assert "strict=True" in caplog.records[0].getMessage()
+    caplog.clear()
+    with pytest.raises(MissingApplicationIdError):
+        configure_or_disable(lambda: build_config({}), adapter="Test", strict=True)
+    with pytest.raises(ConfigurationError, match="batch_size"):
+        configure_or_disable(lambda: build_config({"batchsize": 5}), adapter="Test", strict=True)
+    assert caplog.records == []
+    disabled = configure_or_disable(lambda: build_config({"enabled": False}), adapter="Test")
+    assert disabled is not None
+    assert disabled[0].enabled is False
+    assert caplog.records == []  # an explicit opt-out is silent

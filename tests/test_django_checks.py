@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -26,9 +27,11 @@ from django.http import HttpRequest, HttpResponse  # noqa: E402
 from django.test import Client, override_settings  # noqa: E402
 from django_settings import AUTH, OURS, SESSION  # noqa: E402
 
+from moesif_users_middleware.config import ConfigurationError  # noqa: E402
 from moesif_users_middleware.django import MoesifUsersMiddleware  # noqa: E402
 from moesif_users_middleware.django.checks import check_middleware, check_settings  # noqa: E402
 from moesif_users_middleware.django.conf import valid_keys  # noqa: E402
+from moesif_users_middleware.hooks import capture_stats  # noqa: E402
 from moesif_users_middleware.sender import _reset_senders_for_tests  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +72,25 @@ def test_checks_are_registered_by_the_app_config() -> None:
             call_command("check")
 
 
+def test_a_misspelled_key_fails_check_deploy_with_a_suggestion() -> None:
+    with override_settings(MOESIF_USERS={**GOOD, "BATCHSIZE": 5}):
+        messages = check_settings()
+        assert ids(messages) == ["moesif_users.E002"]
+        assert "'BATCHSIZE'" in messages[0].msg
+        assert "did you mean 'BATCH_SIZE'?" in messages[0].msg
+        with pytest.raises(SystemCheckError, match=r"moesif_users\.E002"):
+            call_command("check", "--deploy")
+    with override_settings(MOESIF_USERS={**GOOD, "batch_size": 5}):
+        assert "did you mean 'BATCH_SIZE'?" in check_settings()[0].msg
+
+
+def test_a_bad_strict_value_is_reported() -> None:
+    with override_settings(MOESIF_USERS={**GOOD, "STRICT": "yes"}):
+        messages = check_settings()
+    assert ids(messages) == ["moesif_users.E004"]
+    assert "STRICT" in messages[0].msg
+
+
 def test_unknown_keys_are_errors_listing_the_valid_ones() -> None:
     with override_settings(MOESIF_USERS={**GOOD, "IDENTIFY_USR": "x.y", "application_id": "a"}):
         messages = check_settings()
@@ -81,9 +103,12 @@ def test_unknown_keys_are_errors_listing_the_valid_ones() -> None:
     assert set(valid_keys()) >= {"APPLICATION_ID", "SKIP", "GET_METADATA"}
 
 
-def test_missing_application_id_is_an_error_while_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_application_id_is_a_warning_while_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
     with override_settings(MOESIF_USERS={"IDENTIFY_COMPANY": "django_views.explode"}):
-        assert ids(check_settings()) == ["moesif_users.E003"]
+        messages = check_settings()
+        assert ids(messages) == ["moesif_users.W004"]
+        assert messages[0].level == checks.WARNING
+        call_command("check", "--deploy")  # a warning does not fail the check
         monkeypatch.setenv("MOESIF_APPLICATION_ID", "from-the-environment")
         assert check_settings() == []
     with override_settings(MOESIF_USERS={"ENABLED": False}):
@@ -153,20 +178,71 @@ def test_disabled_middleware_is_dropped_from_the_chain() -> None:
     assert response.status_code == 201
 
 
-@pytest.mark.parametrize(
-    ("moesif", "message"),
-    [
-        ({}, r"APPLICATION_ID'\] is required"),
-        ({**GOOD, "IDENTIFY_USR": "x"}, r"unknown key.*'IDENTIFY_USR'"),
-        ({**GOOD, "identify_user": "x"}, r"upper-case"),
-        ({**GOOD, "SKIP": "nowhere_module.skip"}, r"SKIP.*nowhere_module"),
-        ({**GOOD, "FORCE_USER_LOAD": "yes"}, r"FORCE_USER_LOAD"),
-        ("APPLICATION_ID=x", r"must be a dict"),
-    ],
-)
-def test_bad_settings_fail_at_startup(moesif: Any, message: str) -> None:
-    with override_settings(MOESIF_USERS=moesif), pytest.raises(ImproperlyConfigured, match=message):
+DJANGO_MISTAKES = [
+    ({}, "WARNING", r"no application id: set settings.MOESIF_USERS\['APPLICATION_ID'\]"),
+    ({**GOOD, "IDENTIFY_USR": "x"}, "ERROR", r"unknown key 'IDENTIFY_USR'.*'IDENTIFY_USER'\?"),
+    ({**GOOD, "identify_user": "x"}, "ERROR", r"'identify_user'.*did you mean 'IDENTIFY_USER'"),
+    ({**GOOD, "BATCHSIZE": 5}, "ERROR", r"did you mean 'BATCH_SIZE'\?"),
+    ({**GOOD, "SKIP": "nowhere_module.skip"}, "ERROR", r"SKIP.*nowhere_module"),
+    ({**GOOD, "FORCE_USER_LOAD": "yes"}, "ERROR", r"FORCE_USER_LOAD"),
+    ({**GOOD, "FLUSH_INTERVAL": -1}, "ERROR", r"FLUSH_INTERVAL"),
+]
+
+
+@pytest.mark.parametrize(("moesif", "level", "message"), DJANGO_MISTAKES)
+def test_bad_settings_turn_capture_off_with_one_log_line(
+    moesif: dict[str, Any], level: str, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="moesif_users_middleware")
+    with override_settings(MOESIF_USERS=moesif), pytest.raises(MiddlewareNotUsed):
         MoesifUsersMiddleware(get_response)
+    records = [r for r in caplog.records if r.name == "moesif_users_middleware"]
+    assert [r.levelname for r in records] == [level]
+    assert re.search(message, records[0].getMessage())
+    assert "app-for-checks" not in caplog.text
+
+
+@pytest.mark.parametrize(("moesif", "level", "message"), DJANGO_MISTAKES)
+def test_strict_settings_raise_at_construction(
+    moesif: dict[str, Any], level: str, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="moesif_users_middleware")
+    strict = override_settings(MOESIF_USERS={**moesif, "STRICT": True})
+    with strict, pytest.raises(ConfigurationError, match=message) as info:
+        MoesifUsersMiddleware(get_response)
+    assert isinstance(info.value, ImproperlyConfigured)  # what Django users catch too
+    assert caplog.records == []
+
+
+def test_settings_that_are_not_a_dict_turn_capture_off(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="moesif_users_middleware")
+    with override_settings(MOESIF_USERS="APPLICATION_ID=x"), pytest.raises(MiddlewareNotUsed):
+        MoesifUsersMiddleware(get_response)
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+    assert "must be a dict" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("moesif", "level", "message"),
+    [DJANGO_MISTAKES[0], DJANGO_MISTAKES[3]],
+    ids=["missing application id", "misspelled key"],
+)
+def test_a_site_with_a_mistake_serves_normally(
+    moesif: dict[str, Any], level: str, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="moesif_users_middleware")
+    before = capture_stats()
+    with override_settings(MOESIF_USERS={**moesif, "IDENTIFY_USER": "django_views.header_user"}):
+        client = Client()
+        for _ in range(3):
+            response = client.get("/hello", headers={"X-User": "off"})
+            assert response.status_code == 201
+    records = [r for r in caplog.records if r.name == "moesif_users_middleware"]
+    assert [r.levelname for r in records] == [level]  # once (per handler), not per request
+    assert re.search(message, records[0].getMessage())
+    after = capture_stats()
+    assert after["captured"] == before["captured"]
+    assert after["anonymous"] == before["anonymous"]
 
 
 def test_settings_are_read_once_at_construction() -> None:

@@ -41,15 +41,17 @@ class Uvicorn:
     It runs in a session of its own, so that :meth:`kill` can end its workers too.
     """
 
-    def __init__(self, app_id: str, base_url: str, *extra: str) -> None:
+    def __init__(self, app_id: str | None, base_url: str, *extra: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
             **os.environ,
-            "MOESIF_APPLICATION_ID": app_id,
+            "MOESIF_APPLICATION_ID": app_id or "",  # None: no application id at all
             "MOESIF_BASE_URL": base_url,
             "PYTHONPATH": str(ROOT),
         }
+        if app_id is None:
+            del env["MOESIF_APPLICATION_ID"]
         command = [
             sys.executable, "-m", "uvicorn", "examples.fastapi_app:app",
             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
@@ -169,3 +171,33 @@ def test_sigterm_delivers_every_profile(
         assert_all_arrived(collector, app_id, tokens)
     finally:
         server.kill()  # only cleanup: the checks above saw the server as it stopped
+
+
+def test_no_application_id_serves_normally_with_one_warning(collector: CollectorHandle) -> None:
+    """A missing id must not make every request answer 500 (Starlette builds lazily)."""
+    server = Uvicorn(None, collector.url)
+    try:
+        server.wait_ready()
+        with httpx.Client(base_url=server.url, timeout=10.0) as client:
+            for n in range(3):
+                signup = client.post(
+                    "/signup",
+                    json={
+                        "email": f"noid{n}@co.example",
+                        "password": "pw",
+                        "name": "No Id",
+                        "company_id": "co",
+                        "plan": "free",
+                    },
+                )
+                assert signup.status_code == 201, signup.text
+                auth = {"authorization": f"Bearer {signup.json()['token']}"}
+                assert client.get("/me", headers=auth).status_code == 200
+        assert server.terminate() in (0, -signal.SIGTERM)
+        output = server.output()
+        warnings = [line for line in output.splitlines() if "MOESIF_APPLICATION_ID" in line]
+        assert len(warnings) == 1, output  # once, at startup: not per request
+        assert "user profiles are not recorded" in warnings[0]
+        assert "Traceback" not in output
+    finally:
+        server.kill()

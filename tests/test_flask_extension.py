@@ -364,21 +364,89 @@ def test_config_from_app_config_and_kwargs_win(app_id: str, collector: Collector
     assert profile["session_tokens"] == ["s-1"]
 
 
-def test_configuration_errors() -> None:
-    with pytest.raises(ConfigurationError, match="identfy_user"):
-        MoesifUsers(make_app(), application_id="a", identfy_user=identify_user)
+async def async_identify(request: Request, response: Response) -> str:
+    return "x"
+
+
+FLASK_MISTAKES: list[tuple[dict[str, Any], dict[str, Any], str, str]] = [
+    # (keyword options, app.config, level, what the one log line says)
+    ({}, {}, "WARNING", "MOESIF_APPLICATION_ID"),
+    (
+        {"application_id": "a", "identfy_user": identify_user},
+        {},
+        "ERROR",
+        "unknown option 'identfy_user': did you mean 'identify_user'?",
+    ),
+    (
+        {"application_id": "a"},
+        {"MOESIF_USERS_BATCHSIZE": 5},
+        "ERROR",
+        "unknown app.config key 'MOESIF_USERS_BATCHSIZE': did you mean 'MOESIF_USERS_BATCH_SIZE'?",
+    ),
+    ({"application_id": "a", "force_user_load": "yes"}, {}, "ERROR", "force_user_load"),
+    (
+        {"application_id": "a", "identify_user": async_identify},
+        {},
+        "ERROR",
+        "identify_user is an async def hook (test_flask_extension.async_identify); "
+        "Flask runs hooks synchronously: make it a plain function",
+    ),
+    ({"application_id": "a", "skip": "no_such_module_x.skip"}, {}, "ERROR", "skip: cannot"),
+]
+
+
+@pytest.mark.parametrize(("given", "app_config", "level", "fragment"), FLASK_MISTAKES)
+def test_configuration_mistakes_turn_capture_off(
+    given: dict[str, Any],
+    app_config: dict[str, Any],
+    level: str,
+    fragment: str,
+    collector: CollectorHandle,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MOESIF_APPLICATION_ID", raising=False)
+    caplog.set_level("DEBUG", logger="moesif_users_middleware")
     app = make_app()
-    app.config["MOESIF_USERS_IDENTFY_USER"] = identify_user
-    with pytest.raises(ConfigurationError, match="MOESIF_USERS_IDENTFY_USER"):
-        MoesifUsers(app, application_id="a")
-    with pytest.raises(ConfigurationError, match="force_user_load"):
-        MoesifUsers(make_app(), application_id="a", force_user_load="yes")
+    app.config.update(app_config)
+    MoesifUsers(app, base_url=collector.url, **given)
+    state = app.extensions[EXTENSION_KEY]
+    assert isinstance(state, FlaskState)
+    assert state.capture is None
+    assert not app.after_request_funcs.get(None)  # nothing on the request path
+    client = app.test_client()
+    for _ in range(3):
+        response = client.get("/hello", headers={"X-User": "off"}, buffered=True)
+        assert response.status_code == 200
+        assert response.json == {"hello": "world"}
+    records = [r for r in caplog.records if r.name == "moesif_users_middleware"]
+    assert [r.levelname for r in records] == [level]  # once, not per request
+    assert fragment in records[0].getMessage()
+    # strict: the same mistake raises when the extension is set up, by keyword or config.
+    with pytest.raises(ConfigurationError) as info:
+        MoesifUsers(make_app_with(app_config), base_url=collector.url, strict=True, **given)
+    assert fragment in str(info.value)
+    with pytest.raises(ConfigurationError):
+        MoesifUsers(
+            make_app_with({**app_config, "MOESIF_USERS_STRICT": True}),
+            base_url=collector.url,
+            **given,
+        )
 
-    async def async_hook(request: Request, response: Response) -> str:
-        return "x"
 
-    with pytest.raises(ConfigurationError, match="async"):
-        MoesifUsers(make_app(), application_id="a", identify_user=async_hook)
+def make_app_with(config: dict[str, Any]) -> Flask:
+    app = make_app()
+    app.config.update(config)
+    return app
+
+
+def test_disabled_is_silent_and_double_init_raises(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="moesif_users_middleware")
+    app = make_app()
+    MoesifUsers(app, enabled=False)
+    assert app.extensions[EXTENSION_KEY].capture is None
+    assert app.test_client().get("/hello").status_code == 200
+    assert caplog.records == []
     app = make_app()
     extension = MoesifUsers(app, application_id="a")
     with pytest.raises(ConfigurationError, match="already"):

@@ -34,7 +34,7 @@ from faults import (
     TooLarge,
     Truncate,
 )
-from hardening_apps import KINDS, Answer, make_site
+from hardening_apps import KINDS, Answer, make_site, request_header
 from servers import CollectorHandle
 
 from moesif_users_middleware.retry import RetryPolicy
@@ -404,7 +404,7 @@ def test_requests_during_a_blackhole_are_as_fast_as_with_a_healthy_api(
         {
             "application_id": app_id,
             "base_url": faults.url,
-            "identify_user": lambda request, response: request.headers.get("X-User"),
+            "identify_user": lambda request, response: request_header(request, "X-User"),
             "get_metadata": lambda request, response: {"kind": kind},
         },
     )

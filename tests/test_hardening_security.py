@@ -29,7 +29,7 @@ pytest.importorskip("flask")  # hardening_apps builds Flask and Starlette apps
 pytest.importorskip("starlette")
 
 from faults import FaultServer, Reply, Reset
-from hardening_apps import KINDS, PUBLIC_PEER, Site, make_site
+from hardening_apps import KINDS, PUBLIC_PEER, Site, make_site, request_header
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from servers import APP_ID_HEADER, CollectorHandle, ServerThread
@@ -71,7 +71,7 @@ def _no_leftover_senders() -> Iterator[None]:
 
 
 def user_from_header(request: Any, response: Any) -> str | None:
-    value = request.headers.get("X-User")
+    value = request_header(request, "X-User")
     return str(value) if value else None
 
 
@@ -103,7 +103,9 @@ def configuration_errors(secret: str, url: str) -> list[BaseException]:
         lambda: build_config({"application_id": secret, "trusted_proxies": ["not-an-ip"]}),
         lambda: build_config({"application_id": secret, "enabled": "yes"}),
         lambda: build_config({"application_id": secret, "bogus": 1}),
-        lambda: WsgiMiddleware(_wsgi_hello, application_id=secret, identify_user=_async_identify),
+        lambda: WsgiMiddleware(
+            _wsgi_hello, application_id=secret, identify_user=_async_identify, strict=True
+        ),
     ]
     errors: list[BaseException] = []
     for attempt in attempts:
@@ -188,6 +190,10 @@ def test_the_application_id_never_appears_anywhere(
 
     for error in configuration_errors(secret, collector.url):
         texts += exception_texts(error)
+    # Without strict the same kind of mistake is logged (the logs are checked below).
+    WsgiMiddleware(_wsgi_hello, application_id=secret, identify_user=_async_identify)
+    AsgiMiddleware(_asgi_hello, application_id=secret, batchsize=5)
+    AsgiMiddleware(_asgi_hello, application_id=secret + "\x00x")
     config, _ = build_config({"application_id": secret, "base_url": collector.url})
     asgi = AsgiMiddleware(_asgi_hello, application_id=secret, base_url=collector.url)
     wsgi = WsgiMiddleware(_wsgi_hello, application_id=secret, base_url=collector.url)
@@ -217,6 +223,8 @@ def test_the_application_id_never_appears_anywhere(
     assert any("401" in line for line in logs)  # the failures really were logged
     assert any("unavailable" in line for line in logs)
     assert any("LookupError" in line for line in logs)
+    assert any("did you mean 'batch_size'" in line for line in logs)
+    assert any("printable ASCII" in line for line in logs)
     for text in [*logs, *texts, captured.out, captured.err]:
         assert secret not in text
     for data in files:

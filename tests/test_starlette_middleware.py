@@ -519,23 +519,62 @@ async def test_disabled_middleware_is_a_pass_through(monkeypatch: pytest.MonkeyP
     assert calls == [send]
 
 
-def test_options_are_validated_once_at_construction(collector: CollectorHandle) -> None:
-    with pytest.raises(ConfigurationError, match="identify_usr"):
-        MoesifUsersMiddleware(
-            Starlette(), application_id="x", base_url=collector.url, identify_usr=header_user
-        )
-    with pytest.raises(ConfigurationError, match="identify_user"):
-        MoesifUsersMiddleware(
-            Starlette(), application_id="x", base_url=collector.url, identify_user=42
-        )
+def plain_hello(request: Request) -> Response:
+    return PlainTextResponse("hello")
 
 
-def test_missing_application_id_is_a_configuration_error(
+@pytest.mark.parametrize(
+    ("given", "level", "fragment"),
+    [
+        ({}, "WARNING", "MOESIF_APPLICATION_ID"),
+        (
+            {"application_id": "x", "batchsize": 5},
+            "ERROR",
+            "unknown option 'batchsize': did you mean 'batch_size'?",
+        ),
+        ({"application_id": "x", "identify_user": 42}, "ERROR", "identify_user must be"),
+        ({"application_id": "x", "skip": "no_such_module_x.skip"}, "ERROR", "skip: cannot"),
+    ],
+)
+def test_configuration_mistakes_turn_capture_off(
+    given: dict[str, Any],
+    level: str,
+    fragment: str,
+    caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Starlette builds the stack on first use: a mistake must not answer 500 ever after."""
     monkeypatch.delenv("MOESIF_APPLICATION_ID", raising=False)
-    with pytest.raises(ConfigurationError, match="application_id"):
-        MoesifUsersMiddleware(Starlette())
+    caplog.set_level("DEBUG", logger="moesif_users_middleware")
+    app = Starlette(routes=[Route("/", plain_hello)])
+    app.add_middleware(MoesifUsersMiddleware, **{"identify_user": header_user, **given})
+    with TestClient(app) as client:  # lifespan too
+        for _ in range(3):
+            response = client.get("/", headers={"X-User": "off"})
+            assert (response.status_code, response.text) == (200, "hello")
+    records = [r for r in caplog.records if r.name == "moesif_users_middleware"]
+    assert [r.levelname for r in records] == [level]  # once, not per request
+    assert fragment in records[0].getMessage()
+
+
+def test_strict_raises_when_the_stack_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MOESIF_APPLICATION_ID", raising=False)
+    with pytest.raises(ConfigurationError, match="did you mean 'batch_size'"):
+        MoesifUsersMiddleware(Starlette(), application_id="x", batchsize=5, strict=True)
+    with pytest.raises(ConfigurationError, match="MOESIF_APPLICATION_ID"):
+        MoesifUsersMiddleware(Starlette(), strict=True)
+    # Added to an app: lifespan startup fails, so the server never starts serving...
+    app = Starlette(routes=[Route("/", plain_hello)])
+    app.add_middleware(MoesifUsersMiddleware, strict=True)
+    with pytest.raises(ConfigurationError), TestClient(app):
+        pass
+    # ... and without lifespan, the first request raises (deterministically, every time).
+    app = Starlette(routes=[Route("/", plain_hello)])
+    app.add_middleware(MoesifUsersMiddleware, strict=True)
+    client = TestClient(app)
+    for _ in range(2):
+        with pytest.raises(ConfigurationError):
+            client.get("/")
 
 
 def test_response_view_repr_and_headers() -> None:

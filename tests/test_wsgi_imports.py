@@ -10,6 +10,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
+from conftest import CollectorHandle
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,8 +65,7 @@ def test_flask_and_wsgi_adapters_import_no_other_framework() -> None:
     assert result["loaded"] == ["flask", "werkzeug"]
 
 
-@pytest.mark.skipif(find_spec("werkzeug") is None, reason="werkzeug is not installed")
-def test_wsgi_adapter_imports_without_flask() -> None:
+def test_wsgi_adapter_imports_no_framework_at_all() -> None:
     result = run_blocked(
         ["django", "starlette", "fastapi", "flask"],
         """
@@ -77,33 +77,63 @@ def test_wsgi_adapter_imports_without_flask() -> None:
         )}))
         """,
     )
-    assert result["loaded"] == ["werkzeug"]
+    assert result["loaded"] == []
 
 
-def test_wsgi_adapter_without_werkzeug_hands_hooks_the_environ() -> None:
+WSGI_HOOKS_SCRIPT = """
+import json, sys
+from wsgiref.util import setup_testing_defaults
+from moesif_users_middleware.sender import get_sender
+from moesif_users_middleware.wsgi import MoesifUsersMiddleware
+
+seen = []
+
+def identify_user(request, response):
+    seen.append(request)
+    return request.get("HTTP_X_USER")
+
+def get_metadata(request, response):
+    return {"kind": type(request).__name__, "status": response.status_code,
+            "path": request["PATH_INFO"], "header": response.header("x-custom")}
+
+def app(environ, start_response):
+    start_response("201 Created", [("Content-Type", "text/plain"), ("X-Custom", "kept")])
+    return [b"ok"]
+
+options = {"application_id": APP_ID, "base_url": URL, "flush_interval": 0.2}
+wrapped = MoesifUsersMiddleware(app, identify_user=identify_user, get_metadata=get_metadata,
+                                **options)
+environ = {"PATH_INFO": "/orders", "HTTP_X_USER": USER}
+setup_testing_defaults(environ)
+body = wrapped(environ, lambda status, headers, exc_info=None: None)
+chunks = list(body)
+body.close()
+assert get_sender(application_id=APP_ID, base_url=URL).flush(5)
+print(json.dumps({"same_environ": len(seen) == 1 and seen[0] is environ,
+                  "chunks": [c.decode() for c in chunks],
+                  "werkzeug": "werkzeug" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("blocked", [True, False], ids=["without werkzeug", "with werkzeug"])
+def test_wsgi_hooks_get_the_environ_whether_werkzeug_is_installed_or_not(
+    blocked: bool, app_id: str, collector: CollectorHandle
+) -> None:
+    """The same hook gets the same environ, and its update arrives, with or without werkzeug."""
+    user = f"env-{blocked}"
+    prelude = f"APP_ID = {app_id!r}; URL = {collector.url!r}; USER = {user!r}\n"
+    if not blocked:
+        prelude += "import werkzeug\n"  # installed and imported: must change nothing
     result = run_blocked(
-        ["django", "starlette", "fastapi", "flask", "werkzeug"],
-        """
-        import json, sys
-        from moesif_users_middleware.wsgi import MoesifUsersMiddleware
-
-        seen = []
-
-        def identify_user(request, response):
-            seen.append([type(request).__name__, response.status_code])
-            return None  # record nothing: this test needs no collector
-
-        def app(environ, start_response):
-            start_response("200 OK", [("Content-Type", "text/plain")])
-            return [b"ok"]
-
-        wrapped = MoesifUsersMiddleware(app, application_id="x", identify_user=identify_user)
-        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "REMOTE_ADDR": "127.0.0.1"}
-        body = wrapped(environ, lambda status, headers, exc_info=None: None)
-        chunks = list(body)
-        body.close()
-        print(json.dumps({"seen": seen, "chunks": [c.decode() for c in chunks],
-                          "werkzeug": "werkzeug" in sys.modules}))
-        """,
+        ["django", "starlette", "fastapi", "flask", *(["werkzeug"] if blocked else [])],
+        prelude + WSGI_HOOKS_SCRIPT,
     )
-    assert result == {"seen": [["dict", 200]], "chunks": ["ok"], "werkzeug": False}
+    assert result == {"same_environ": True, "chunks": ["ok"], "werkzeug": not blocked}
+    profile = collector.get_user(app_id, user)
+    assert profile is not None
+    assert profile["metadata"] == {
+        "kind": "dict",
+        "status": 201,
+        "path": "/orders",
+        "header": "kept",
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import wsgiref.util
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -52,16 +53,17 @@ def hello_app(environ: Environ, start_response: StartResponse) -> Iterable[bytes
     return [b"hello ", b"world"]
 
 
-def identify_user(request: Request, response: ResponseView) -> str | None:
-    return request.headers.get("X-User")
+# Hooks get the environ dict (unless request_class says otherwise).
+def identify_user(request: Environ, response: ResponseView) -> str | None:
+    return request.get("HTTP_X_USER")
 
 
-def identify_company(request: Request, response: ResponseView) -> str | None:
-    user = request.headers.get("X-User")
+def identify_company(request: Environ, response: ResponseView) -> str | None:
+    user = request.get("HTTP_X_USER")
     return f"co-{user}" if user else None
 
 
-def get_metadata(request: Request, response: ResponseView) -> dict[str, Any]:
+def get_metadata(request: Environ, response: ResponseView) -> dict[str, Any]:
     return {
         "request": type(request).__name__,
         "status": response.status_code,
@@ -96,7 +98,7 @@ def test_profile_arrives_with_every_field(app_id: str, collector: CollectorHandl
     assert profile["campaign"]["utm_source"] == "ads"
     assert profile["campaign"]["utm_medium"] == "cpc"
     assert profile["metadata"] == {
-        "request": "Request",
+        "request": "dict",
         "status": 201,
         "custom": "kept",
         "headers": 2,
@@ -112,8 +114,8 @@ def test_remote_user_is_the_default_user_id(app_id: str, collector: CollectorHan
 
 
 def test_skip_and_anonymous_record_nothing(app_id: str, collector: CollectorHandle) -> None:
-    def skip(request: Request, response: ResponseView) -> bool:
-        return request.path == "/health"
+    def skip(request: Environ, response: ResponseView) -> bool:
+        return request["PATH_INFO"] == "/health"
 
     client = Client(
         MoesifUsersMiddleware(hello_app, **options(app_id, collector, skip=skip, **HOOKS))
@@ -128,7 +130,7 @@ def test_skip_and_anonymous_record_nothing(app_id: str, collector: CollectorHand
 def test_raising_hooks_leave_the_response_untouched(
     app_id: str, collector: CollectorHandle
 ) -> None:
-    def boom(request: Request, response: ResponseView) -> Any:
+    def boom(request: Environ, response: ResponseView) -> Any:
         raise RuntimeError("hook bug")
 
     bare = Client(hello_app).get("/", buffered=True)
@@ -294,7 +296,8 @@ def test_wrapping_a_flask_app_from_outside(app_id: str, collector: CollectorHand
         return str(request.args.get("user"))
 
     app.wsgi_app = MoesifUsersMiddleware(  # type: ignore[method-assign]
-        app.wsgi_app, **options(app_id, collector, identify_user=flask_identify)
+        app.wsgi_app,
+        **options(app_id, collector, identify_user=flask_identify, request_class=Request),
     )
     assert app.test_client().get("/me?user=outer", buffered=True).data == b"me"
     assert seen == [True]
@@ -302,15 +305,99 @@ def test_wrapping_a_flask_app_from_outside(app_id: str, collector: CollectorHand
     assert collector.get_user(app_id, "outer") is not None
 
 
-def test_configuration() -> None:
-    with pytest.raises(ConfigurationError, match="identfy_user"):
-        MoesifUsersMiddleware(hello_app, application_id="a", identfy_user=identify_user)
+class Wrapped:
+    def __init__(self, environ: Environ) -> None:
+        self.environ = environ
 
-    async def async_hook(request: Request, response: ResponseView) -> str:
+
+@pytest.mark.parametrize(
+    ("request_class", "expected"),
+    [
+        (None, "dict"),
+        (Request, "werkzeug"),
+        ("werkzeug.wrappers.Request", "werkzeug"),
+        (Wrapped, "Wrapped"),
+        ("test_wsgi_middleware:Wrapped", "Wrapped"),
+    ],
+)
+def test_request_class_decides_what_hooks_get(
+    request_class: Any, expected: str, app_id: str, collector: CollectorHandle
+) -> None:
+    seen: list[Any] = []
+
+    def identify(request: Any, response: ResponseView) -> str:
+        seen.append(request)
+        environ = request if isinstance(request, dict) else request.environ
+        return str(environ["HTTP_X_USER"])
+
+    extra = {} if request_class is None else {"request_class": request_class}
+    client = Client(
+        MoesifUsersMiddleware(
+            hello_app, **options(app_id, collector, identify_user=identify, **extra)
+        )
+    )
+    client.get("/", headers={"X-User": "rc"}, buffered=True)
+    assert len(seen) == 1
+    if expected == "werkzeug":  # the test Client's own request, else a LazyRequest
+        assert isinstance(seen[0], Request)
+    else:
+        assert type(seen[0]).__name__ == expected
+    deliver(app_id, collector)
+    assert collector.get_user(app_id, "rc") is not None
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        (42, "request_class must be a class or callable"),
+        ("no_such_module_x.Request", "request_class: cannot import"),
+        (lambda: None, "cannot be called as request_class(environ)"),
+    ],
+)
+def test_bad_request_class_is_a_configuration_error(value: Any, fragment: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        MoesifUsersMiddleware(hello_app, application_id="a", request_class=value, strict=True)
+    assert fragment in str(info.value)
+
+
+def test_configuration_mistakes_turn_capture_off(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MOESIF_APPLICATION_ID", raising=False)
+    caplog.set_level("DEBUG", logger="moesif_users_middleware")
+
+    async def async_hook(request: Environ, response: ResponseView) -> str:
         return "x"
 
-    with pytest.raises(ConfigurationError, match="async"):
-        MoesifUsersMiddleware(hello_app, application_id="a", get_metadata=async_hook)
+    cases: list[tuple[dict[str, Any], str, str]] = [
+        ({}, "WARNING", "MOESIF_APPLICATION_ID"),
+        ({"application_id": "a", "batchsize": 5}, "ERROR", "did you mean 'batch_size'?"),
+        (
+            {"application_id": "a", "get_metadata": async_hook},
+            "ERROR",
+            "is an async def hook (test_wsgi_middleware.test_configuration_mistakes_turn_capture_"
+            "off.<locals>.async_hook); a plain WSGI app (no event loop) runs hooks synchronously: "
+            "make it a plain function",
+        ),
+        ({"application_id": "a", "skip": "no_such_module_x.skip"}, "ERROR", "skip: cannot import"),
+        ({"application_id": "a", "identify_user": 42}, "ERROR", "identify_user must be a callable"),
+    ]
+    for given, level, fragment in cases:
+        caplog.clear()
+        middleware = MoesifUsersMiddleware(hello_app, **given)
+        assert middleware.capture is None
+        client = Client(middleware)
+        for _ in range(3):
+            response = client.get("/", headers={"X-User": "off"}, buffered=True)
+            assert (response.status, response.get_data()) == ("201 Created", b"hello world")
+        records = [r for r in caplog.records if r.name == "moesif_users_middleware"]
+        assert [r.levelname for r in records] == [level], given  # once, not per request
+        assert fragment in records[0].getMessage()
+        with pytest.raises(ConfigurationError, match=re.escape(fragment)):
+            MoesifUsersMiddleware(hello_app, strict=True, **given)
+
+
+def test_disabled_and_repr() -> None:
     disabled = MoesifUsersMiddleware(hello_app, enabled=False)
     body = disabled(EnvironBuilder().get_environ(), ignore_start)
     assert body == [b"hello ", b"world"]  # the app's own list: nothing wrapped
@@ -334,3 +421,22 @@ def test_a_bug_in_the_middleware_never_reaches_the_response(
         assert (response.status, response.get_data()) == ("201 Created", b"hello world")
         assert response.headers["X-Custom"] == "kept"
     assert capture_stats()["internal_errors"] == before + 2
+
+
+def test_werkzeug_request_class_parses_lazily_when_the_app_left_none() -> None:
+    seen: list[Any] = []
+
+    def identify(request: Any, response: ResponseView) -> None:
+        seen.append(request)  # records nothing: no sender needed
+
+    middleware = MoesifUsersMiddleware(
+        hello_app, application_id="a", identify_user=identify, request_class=Request
+    )
+    environ = EnvironBuilder(path="/lazy", headers={"X-User": "z"}).get_environ()
+    assert "werkzeug.request" not in environ
+    body = middleware(environ, ignore_start)
+    list(body)
+    body.close()  # type: ignore[attr-defined]
+    assert type(seen[0]).__name__ == "LazyRequest"
+    assert isinstance(seen[0], Request)
+    assert (seen[0].path, seen[0].headers["X-User"], seen[0].method) == ("/lazy", "z", "GET")

@@ -1,12 +1,16 @@
 """System checks for the Django adapter (registered by the app config's ``ready()``).
 
 - ``moesif_users.E001`` ``settings.MOESIF_USERS`` is not a dict
-- ``moesif_users.E002`` unknown keys (the hint lists the valid ones)
-- ``moesif_users.E003`` no application id (while enabled)
+- ``moesif_users.E002`` unknown keys (with the closest valid key; the hint lists them all)
+- ``moesif_users.E003`` retired: a missing application id is now ``W004``
 - ``moesif_users.E004`` a value of the wrong type, or a hook path that cannot be imported
 - ``moesif_users.W001`` the middleware is missing from ``MIDDLEWARE``
 - ``moesif_users.W002`` the middleware is placed before ``AuthenticationMiddleware``
 - ``moesif_users.W003`` no ``AuthenticationMiddleware`` and no ``IDENTIFY_USER``
+- ``moesif_users.W004`` no application id (while enabled): capture is off
+
+Every ``E`` here is a mistake the middleware logs as one ERROR and answers by turning
+capture off (``"STRICT": True``: by raising); ``W004`` is its one WARNING.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from moesif_users_middleware.config import ConfigurationError
-from moesif_users_middleware.django.conf import SETTING, parse, raw_settings, valid_keys
+from moesif_users_middleware.django.conf import (
+    SETTING,
+    parse,
+    raw_settings,
+    unknown_keys_error,
+    valid_keys,
+)
 from moesif_users_middleware.django.middleware import MoesifUsersMiddleware
 
 __all__ = ["check_middleware", "check_settings"]
@@ -47,7 +57,7 @@ def check_settings(
     if unknown:
         messages.append(
             Error(
-                f"Unknown key(s) in settings.{SETTING}: {', '.join(repr(k) for k in unknown)}.",
+                str(unknown_keys_error(unknown)).partition("; valid ones are:")[0] + ".",
                 hint=f"Valid keys: {', '.join(valid)}.",
                 id="moesif_users.E002",
             )
@@ -55,12 +65,12 @@ def check_settings(
     known = {key: value for key, value in raw.items() if key in valid}
     if known.get("ENABLED", True) is not False and _missing_application_id(known):
         messages.append(
-            Error(
+            Warning(
                 f"No Moesif application id: settings.{SETTING} has no APPLICATION_ID "
-                "and MOESIF_APPLICATION_ID is not set.",
+                "and MOESIF_APPLICATION_ID is not set, so no user profile is recorded.",
                 hint=f"Set settings.{SETTING}['APPLICATION_ID'] or the MOESIF_APPLICATION_ID "
                 f"environment variable, or set settings.{SETTING}['ENABLED'] = False.",
-                id="moesif_users.E003",
+                id="moesif_users.W004",
             )
         )
         known["APPLICATION_ID"] = _PLACEHOLDER_ID

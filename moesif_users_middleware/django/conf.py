@@ -13,17 +13,23 @@ from moesif_users_middleware.config import (
     CAPTURE_OPTIONS,
     CaptureConfig,
     ConfigurationError,
+    MissingApplicationIdError,
     build_config,
     options_from_upper,
+    unknown_options_error,
 )
 
 __all__ = [
     "EXTRA_OPTIONS",
     "SETTING",
     "DjangoSettings",
+    "MissingSettingsApplicationIdError",
+    "SettingsError",
     "parse",
     "raw_settings",
     "read_settings",
+    "strict_setting",
+    "unknown_keys_error",
     "valid_keys",
 ]
 
@@ -60,12 +66,11 @@ def parse(raw: Mapping[str, Any]) -> DjangoSettings:
     """Validate upper-case settings; raises :class:`ConfigurationError` naming the option."""
     bad_keys = [key for key in raw if not isinstance(key, str) or key != key.upper()]
     if bad_keys:
-        raise ConfigurationError(
-            f"settings.{SETTING} keys must be upper-case strings, got "
-            f"{', '.join(repr(key) for key in bad_keys)}; valid keys: {', '.join(valid_keys())}"
-        )
+        raise unknown_keys_error(bad_keys)
     config, extras = build_config(
-        options_from_upper(raw), extra_options=EXTRA_OPTIONS, source=f"settings.{SETTING}"
+        options_from_upper(raw),
+        extra_options=EXTRA_OPTIONS,
+        source=f"settings.{SETTING}",
     )
     force_user_load = extras.get("force_user_load", False)
     if not isinstance(force_user_load, bool):
@@ -75,9 +80,41 @@ def parse(raw: Mapping[str, Any]) -> DjangoSettings:
     return DjangoSettings(config=config, force_user_load=force_user_load)
 
 
+def unknown_keys_error(keys: list[Any]) -> ConfigurationError:
+    """Unknown (or not upper-case) keys, with the closest valid key for each."""
+    return unknown_options_error(
+        [key if isinstance(key, str) else repr(key) for key in keys],
+        valid_keys(),
+        noun="key",
+        where=f" in settings.{SETTING}",
+    )
+
+
+class SettingsError(ConfigurationError, ImproperlyConfigured):
+    """A mistake in ``settings.MOESIF_USERS`` raised with ``"STRICT": True``.
+
+    Both the library's :class:`ConfigurationError` and Django's ``ImproperlyConfigured``.
+    """
+
+
+class MissingSettingsApplicationIdError(SettingsError, MissingApplicationIdError):
+    """No ``APPLICATION_ID`` and no ``MOESIF_APPLICATION_ID`` (capture off, one warning)."""
+
+
 def read_settings() -> DjangoSettings:
-    """Read and validate ``settings.MOESIF_USERS``; problems raise ``ImproperlyConfigured``."""
+    """Read and validate ``settings.MOESIF_USERS``; problems raise :class:`SettingsError`."""
     try:
         return parse(raw_settings())
+    except ImproperlyConfigured as exc:  # not a dict
+        raise SettingsError(str(exc)) from exc
     except ConfigurationError as exc:
-        raise ImproperlyConfigured(str(exc)) from exc
+        error = SettingsError(str(exc))
+        if isinstance(exc, MissingApplicationIdError):
+            error = MissingSettingsApplicationIdError(str(exc))
+        raise error from exc
+
+
+def strict_setting() -> object:
+    """``settings.MOESIF_USERS["STRICT"]`` as given (``None`` when it cannot be read)."""
+    value = getattr(settings, SETTING, None)
+    return value.get("STRICT") if isinstance(value, Mapping) else None

@@ -14,7 +14,8 @@ from django.utils.functional import LazyObject, empty
 
 from moesif_users_middleware import hooks
 from moesif_users_middleware.capture import Capture
-from moesif_users_middleware.django.conf import SETTING, read_settings
+from moesif_users_middleware.config import configure_or_disable
+from moesif_users_middleware.django.conf import SETTING, read_settings, strict_setting
 from moesif_users_middleware.request_view import EnvironView, RequestView
 
 __all__ = ["MoesifUsersMiddleware"]
@@ -29,8 +30,13 @@ class MoesifUsersMiddleware:
     """Hybrid sync/async Django middleware that records the requesting user's profile.
 
     Place it after ``AuthenticationMiddleware``; configure it with ``settings.MOESIF_USERS``
-    (upper-case option names, read once here; a bad value raises ``ImproperlyConfigured``,
-    ``"ENABLED": False`` raises ``MiddlewareNotUsed``).
+    (upper-case option names, read once here). ``"ENABLED": False`` raises
+    ``MiddlewareNotUsed`` (Django drops the middleware). A mistake never stops the
+    project: no application id logs one WARNING, any other bad value one ERROR naming
+    the key (also reported by the system checks), and the middleware is dropped the same
+    way; with ``"STRICT": True`` it raises
+    :class:`~moesif_users_middleware.django.conf.SettingsError` (a ``ConfigurationError``
+    and an ``ImproperlyConfigured``) instead.
 
     The view runs first; then hooks are called as ``hook(request, response)`` with Django's
     own request and response, so users set inside the view (DRF, JWT) are seen. Without
@@ -42,6 +48,8 @@ class MoesifUsersMiddleware:
 
     Under ASGI the middleware runs on the event loop without a thread hop: ``async def``
     hooks are awaited, plain hooks are called directly and must not touch the database.
+    Under WSGI ``async def`` hooks work too: they are awaited on a private event loop
+    (``async_to_sync``), which costs more per request than plain hooks.
     Nothing here can break a request: a failure is logged (rate-limited) and the
     response is returned unchanged. Streaming responses keep streaming.
     """
@@ -50,7 +58,14 @@ class MoesifUsersMiddleware:
     async_capable = True
 
     def __init__(self, get_response: GetResponse | AsyncGetResponse) -> None:
-        resolved = read_settings()
+        resolved = configure_or_disable(
+            read_settings,
+            adapter="Django",
+            strict=strict_setting(),
+            strict_hint=f"settings.{SETTING}['STRICT'] = True",
+        )
+        if resolved is None:
+            raise MiddlewareNotUsed(f"settings.{SETTING} has a mistake (logged): capture is off")
         if not resolved.config.enabled:
             raise MiddlewareNotUsed(f"settings.{SETTING}['ENABLED'] is False")
         self.get_response: Callable[[HttpRequest], Any] = get_response
