@@ -385,3 +385,19 @@ def test_importing_the_package_does_not_import_the_collector() -> None:
         "assert 'uvicorn' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_application_filter_form_rejects_bad_bodies(collector: CollectorHandle) -> None:
+    not_a_form = collector.client.post("/", json={"app": "x"})
+    too_big = collector.client.post("/", data={"app": "x" * 20_000})
+    not_utf8 = collector.client.post(
+        "/", content=b"app=%ff\xff", headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    cleared = collector.client.post("/", data={"app": "  ", "q": "abc"})
+
+    assert not_a_form.status_code == 415
+    assert too_big.status_code == 413
+    assert not_utf8.status_code == 400
+    assert "x" * 100 not in too_big.text
+    assert cleared.status_code == 303
+    assert cleared.headers["location"] == "/?q=abc"
