@@ -65,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="drive the example apps against an embedded collector and show the profiles"
     )
-    demo.add_argument("--serve", action="store_true", help="keep the collector running afterwards")
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the collector and its profiles page running afterwards, until Ctrl-C",
+    )
     demo.add_argument("--port", type=int, default=0, help="collector port (default: a free one)")
     demo.add_argument("--users", type=int, default=20, help="simulated users (default 20)")
     demo.set_defaults(handler=_run_demo)

@@ -261,7 +261,11 @@ def _shorten(text: str, width: int) -> str:
 
 
 def run_demo(*, serve: bool = False, port: int = 0, users: int = 20, out: Any = None) -> int:
-    """Run the demo; returns the exit status (0 when every simulated user arrived)."""
+    """Run the demo; returns the exit status (0 when every simulated user arrived).
+
+    With ``serve`` the embedded collector keeps running afterwards, its page URL printed,
+    until Ctrl-C.
+    """
     out = out or sys.stdout
     examples = _examples_dir()
     if str(examples.parent) not in sys.path:
@@ -308,12 +312,19 @@ def run_demo(*, serve: bool = False, port: int = 0, users: int = 20, out: Any = 
                 file=out,
             )
             _print_profiles(profiles, out)
-            print(f"\nProfiles page: {base_url}/", file=out)
             if serve:
-                print("Serving until Ctrl-C ...", file=out)
+                print(f"\nProfiles page: {base_url}/  (serving until Ctrl-C)", file=out)
+                out.flush()
                 with contextlib.suppress(KeyboardInterrupt):
                     while True:
                         time.sleep(3600)
+                print("Collector stopped.", file=out)
+            else:
+                print(
+                    "\nThe embedded collector stops with the demo (its database was temporary)."
+                    "\nTo browse the profiles page afterwards, run: moesif-users demo --serve",
+                    file=out,
+                )
     return 0 if delivered and profiles else 1
 
 

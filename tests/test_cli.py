@@ -49,11 +49,53 @@ def test_demo_delivers_every_simulated_user() -> None:
     assert match, result.stdout
     # 2 Flask + 2 FastAPI + 2 Django users, and the Starlette example's 2 fixed accounts.
     assert int(match.group(1)) == 8
-    assert "Profiles page: http://127.0.0.1:" in result.stdout
+    assert "moesif-users demo --serve" in result.stdout  # how to keep the page open
+    assert "Profiles page:" not in result.stdout  # no address of a stopped collector
     for column in ("user_id", "company", "ip_address", "campaign"):
         assert column in result.stdout
     assert "203.0.113." in result.stdout  # client IPs from behind the trusted proxy
     assert "newsletter/email" in result.stdout  # a campaign from a UTM link
+
+
+@pytest.mark.slow
+@missing("django", "flask", "starlette", "fastapi", "uvicorn")
+def test_demo_serve_keeps_the_page_open_until_ctrl_c() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("MOESIF_APPLICATION_ID", None)
+    env.pop("MOESIF_BASE_URL", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moesif_users_middleware", "demo", "--serve", "--users", "4"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # ends at the page line: the demo then waits
+            lines.append(line)
+            if "Profiles page:" in line:
+                break
+        match = re.search(r"Profiles page: (http://127\.0\.0\.1:\d+/)  \(serving until Ctrl-C\)",
+                          "".join(lines))  # fmt: skip
+        assert match, "".join(lines)
+        time.sleep(0.5)
+        assert process.poll() is None  # still serving after the demo
+        listing = httpx.get(match.group(1), timeout=10)
+        assert listing.status_code == 200
+        assert "4 profiles" in listing.text
+        user = re.search(r'<a href="(/users/[^"]+)">', listing.text)
+        assert user, listing.text
+        assert (
+            httpx.get(match.group(1) + user.group(1)[1:].replace("&amp;", "&")).status_code == 200
+        )
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "Collector stopped." in out
 
 
 def test_help_lists_the_subcommands() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import socket
 import subprocess
 import sys
 import time
 import uuid
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +59,7 @@ def test_page_lists_profiles_with_their_fields(collector: CollectorHandle, app_i
         ],
     )
 
-    html = page(collector, app=prefix_of(app_id)).text
+    html = page(collector, partition=prefix_of(app_id)).text
 
     for text in (
         "page-user-1",
@@ -69,7 +71,7 @@ def test_page_lists_profiles_with_their_fields(collector: CollectorHandle, app_i
         prefix_of(app_id),
     ):
         assert text in html
-    assert "<td>2</td>" in html  # two session tokens, counted
+    assert '<td class="num">2</td>' in html  # two session tokens, counted
     assert "secret-token-value" not in html
     assert "second-token" not in html
 
@@ -90,7 +92,7 @@ def test_page_escapes_everything(collector: CollectorHandle, app_id: str) -> Non
         ],
     )
 
-    response = page(collector, app=prefix_of(app_id))
+    response = page(collector, partition=prefix_of(app_id))
 
     html = response.text
     assert "<script" not in html.lower()
@@ -107,10 +109,15 @@ def test_page_never_shows_an_application_id(collector: CollectorHandle) -> None:
     store(collector, app_id, [{"user_id": "u", "metadata": {"m": 1}}])
 
     everything = page(collector).text
-    filtered = page(collector, app=prefix_of(app_id)).text
+    filtered = page(collector, partition=prefix_of(app_id)).text
+    posted = collector.client.post("/", data={"app": app_id})
+    linked = collector.client.get("/", params={"app": app_id})
 
     assert prefix_of(app_id) in filtered
-    for html in (everything, filtered):
+    for response in (posted, linked):  # hashed on the server, then forgotten
+        assert response.status_code == 303
+        assert response.headers["location"] == f"/?partition={prefix_of(app_id)}"
+    for html in (everything, filtered, posted.text, linked.text):
         assert app_id not in html
         assert app_id[-32:] not in html
 
@@ -120,29 +127,170 @@ def test_page_filters_by_partition_prefix(collector: CollectorHandle) -> None:
     store(collector, first, [{"user_id": "only-in-first-" + first[-8:]}])
     store(collector, second, [{"user_id": "only-in-second-" + second[-8:]}])
 
-    html = page(collector, app=prefix_of(first)[:10]).text
+    html = page(collector, partition=prefix_of(first)[:10]).text
 
     assert "only-in-first-" + first[-8:] in html
     assert "only-in-second-" + second[-8:] not in html
     assert prefix_of(second) not in html
 
 
-def test_page_limit_and_empty_filter(collector: CollectorHandle, app_id: str) -> None:
+def test_page_limit_paging_and_empty_filter(collector: CollectorHandle, app_id: str) -> None:
     store(collector, app_id, [{"user_id": f"lim-{i}"} for i in range(5)])
+    key = prefix_of(app_id)
 
-    limited = page(collector, app=prefix_of(app_id), limit="2").text
-    rest = page(collector, app=prefix_of(app_id), offset="2").text
-    empty = page(collector, app=uuid.uuid4().hex[:16]).text  # a partition nobody has
+    first = page(collector, partition=key, limit="2").text
+    second = page(collector, partition=key, limit="2", page="2").text
+    last = page(collector, partition=key, limit="2", page="3").text
+    beyond = page(collector, partition=key, limit="2", page="99").text
+    empty = page(collector, partition=uuid.uuid4().hex[:16]).text  # a partition nobody has
 
-    assert limited.count("<tr><td>") == 2
-    assert "?offset=" in limited
-    assert rest.count("<tr><td>") == 3
-    assert "lim-0" not in rest
+    assert first.count("<tr><td") - first.count("<tr><td colspan") == 2
+    assert f'rel="next" href="/?partition={key}&amp;page=2&amp;limit=2"' in first
+    assert 'rel="prev"' not in first
+    assert "5 of " in first
+    assert "Page 1 of 3" in first
+    assert f'rel="prev" href="/?partition={key}&amp;page=1&amp;limit=2"' in second
+    assert len(re.findall(r">lim-\d</a>", second)) == 2
+    assert "Page 3 of 3" in last
+    assert 'rel="next"' not in last
+    assert "No profiles on this page" in beyond
     assert "No profiles" in empty
-    assert "<tr><td>" not in empty
+    shown = [first, second, last]
+    for n in range(5):  # each user on exactly one page
+        assert sum(f">lim-{n}</a>" in html for html in shown) == 1
 
 
-@pytest.mark.parametrize("params", [{"app": "<script>"}, {"app": "x" * 17}, {"limit": "zero"}])
+def test_page_counts_every_profile_and_searches(collector: CollectorHandle, app_id: str) -> None:
+    tag = uuid.uuid4().hex[:8]
+    store(
+        collector,
+        app_id,
+        [{"user_id": f"s-{tag}-{i:03d}", "company_id": f"co-{tag}"} for i in range(120)]
+        + [{"user_id": f"other-{tag}", "company_id": f"zz-{tag}"}],
+    )
+
+    everything = page(collector).text
+    by_user = page(collector, q=f"s-{tag}-11").text
+    by_company = page(collector, q=f"zz-{tag}").text
+    both = page(collector, q=f"co-{tag}", partition=prefix_of(app_id)).text
+
+    one_row = page(collector, limit="1").text
+    for html in (everything, one_row):  # the true total, not the rows shown
+        match = re.search(r'class="summary">([\d,]+) profiles', html)
+        assert match, html
+        assert int(match.group(1).replace(",", "")) >= 121
+    assert "10 of " in by_user
+    assert len(re.findall(rf">s-{tag}-11\d</a>", by_user)) == 10
+    assert f">other-{tag}</a>" in by_company
+    assert "1 of " in by_company
+    assert "120 of " in both
+    assert "Page 1 of 2" in both
+    assert f'value="co-{tag}"' in both  # the search box keeps the query
+
+
+def test_page_shows_newest_modified_first(collector: CollectorHandle, app_id: str) -> None:
+    store(
+        collector,
+        app_id,
+        [
+            {"user_id": "b-middle", "modified_time": "2026-01-02T00:00:00Z"},
+            {"user_id": "c-oldest", "modified_time": "2026-01-01T00:00:00Z"},
+            {"user_id": "a-newest", "modified_time": "2026-01-03T00:00:00Z"},
+        ],
+    )
+
+    html = page(collector, partition=prefix_of(app_id)).text
+
+    assert html.index(">a-newest<") < html.index(">b-middle<") < html.index(">c-oldest<")
+
+
+def test_page_metadata_is_one_line_with_details(collector: CollectorHandle, app_id: str) -> None:
+    long = {f"key{i}": f"value number {i}" for i in range(20)}
+    store(collector, app_id, [{"user_id": "meta", "metadata": long}, {"user_id": "tiny",
+                                                                      "metadata": {"a": 1}}])  # fmt: skip
+
+    html = page(collector, partition=prefix_of(app_id)).text
+
+    assert html.count("<details>") == 1
+    assert "<summary><code>{&quot;key0&quot;: &quot;value number 0&quot;" in html
+    assert "<pre>{\n  &quot;key0&quot;" in html
+    assert "<code>{&quot;a&quot;: 1}</code>" in html
+
+
+USER_IDS = ["a/b", "100%", "ünïcødé 🎉", '<script>alert("x")</script>', "..", "?#&=", "sp ace"]
+
+
+def test_user_pages_are_linked_and_safe(collector: CollectorHandle, app_id: str) -> None:
+    store(collector, app_id, [{"user_id": uid, "session_token": f"secret-{n}-tokenvalue",
+                               "metadata": {"n": n}} for n, uid in enumerate(USER_IDS)])  # fmt: skip
+    store(collector, app_id, [{"user_id": uid, "metadata": {"n": -1}} for uid in USER_IDS])
+    listing = page(collector, partition=prefix_of(app_id)).text
+
+    for n, user_id in enumerate(USER_IDS):
+        escaped = html_escape(user_id)
+        start = listing.index(f">{escaped}</a>")
+        href = listing[
+            listing.rindex('href="', 0, start) + 6 : listing.index(
+                '"', listing.rindex('href="', 0, start) + 6
+            )
+        ]
+        response = collector.client.get(href.replace("&amp;", "&"))
+        assert response.status_code == 200, (user_id, href)
+        html = response.text
+        assert f"<code>{escaped}</code>" in html
+        assert "<script" not in html
+        assert f"secret-{n}-tokenvalue" not in html  # tokens are masked
+        assert "session token added <code>…alue</code>" in html
+        assert "<code>metadata.n</code>" in html  # the second update, in the history
+        assert "default-src 'none'" in response.headers["content-security-policy"]
+
+
+def test_user_page_shows_profile_and_history(collector: CollectorHandle, app_id: str) -> None:
+    store(collector, app_id, [{"user_id": "hist", "company_id": "first-co",
+                               "modified_time": "2026-03-01T00:00:00Z"}])  # fmt: skip
+    store(collector, app_id, [{"user_id": "hist", "company_id": "second-co",
+                               "modified_time": "2026-03-02T00:00:00Z"}])  # fmt: skip
+    store(collector, app_id, [{"user_id": "hist", "ip_address": "10.1.2.3",
+                               "modified_time": "2026-02-01T00:00:00Z"}])  # fmt: skip
+    store(collector, app_id, [{"user_id": "hist", "company_id": "second-co",
+                               "modified_time": "2026-03-02T00:00:00Z"}])  # fmt: skip
+
+    html = collector.client.get(f"/users/hist?partition={prefix_of(app_id)}").text
+
+    assert 'History <span class="muted">(3, newest first)' in html
+    rows = html.split('<table class="history">')[1].split("<tr>")[2:]
+    assert "2026-02-01T00:00:00.000Z" in rows[0]
+    assert '<code>ip_address</code>: — → <code class="new">10.1.2.3</code>' in rows[0]
+    assert 'first-co</code> → <code class="new">second-co' in rows[1]
+    assert "<code>user_id</code>: — → " in rows[2]
+    assert "2026-02-01T00:00:00.000Z</td></tr>" in html  # created_time moved back
+    assert "2026-03-02T00:00:00.000Z</td></tr>" in html  # modified_time: the newest
+
+
+@pytest.mark.parametrize("path", ["/users/nobody-" + "x" * 10, "/users/%3Cscript%3E", "/users/"])
+def test_unknown_user_page_is_html_404(collector: CollectorHandle, path: str) -> None:
+    response = collector.client.get(path)
+
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/html")
+    assert "User not found" in response.text
+    assert "<script>" not in response.text
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"partition": "<script>"},
+        {"partition": "x" * 17},
+        {"limit": "zero"},
+        {"limit": "100000"},
+        {"page": "-1"},
+        {"page": "abc"},
+        {"page": "0"},
+        {"page": "9" * 40},
+        {"q": "x" * 201},
+    ],
+)
 def test_page_rejects_bad_parameters_as_json(
     collector: CollectorHandle, params: dict[str, str]
 ) -> None:
@@ -152,6 +300,13 @@ def test_page_rejects_bad_parameters_as_json(
     assert response.headers["content-type"] == "application/json"
     assert response.json()["error"] == "invalid parameter"
     assert "<script>" not in response.text
+
+
+def test_user_page_rejects_a_bad_partition(collector: CollectorHandle) -> None:
+    response = collector.client.get("/users/u", params={"partition": "<b>"})
+
+    assert response.status_code == 400
+    assert "<b>" not in response.text
 
 
 @pytest.mark.parametrize(
@@ -230,3 +385,19 @@ def test_importing_the_package_does_not_import_the_collector() -> None:
         "assert 'uvicorn' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_application_filter_form_rejects_bad_bodies(collector: CollectorHandle) -> None:
+    not_a_form = collector.client.post("/", json={"app": "x"})
+    too_big = collector.client.post("/", data={"app": "x" * 20_000})
+    not_utf8 = collector.client.post(
+        "/", content=b"app=%ff\xff", headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    cleared = collector.client.post("/", data={"app": "  ", "q": "abc"})
+
+    assert not_a_form.status_code == 415
+    assert too_big.status_code == 413
+    assert not_utf8.status_code == 400
+    assert "x" * 100 not in too_big.text
+    assert cleared.status_code == 303
+    assert cleared.headers["location"] == "/?q=abc"

@@ -17,6 +17,7 @@ import inspect
 import ipaddress
 import logging
 import pickle
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from html import escape
@@ -36,7 +37,7 @@ from servers import APP_ID_HEADER, CollectorHandle, ServerThread
 
 from moesif_users_middleware import collector as collector_module
 from moesif_users_middleware.cli import build_parser
-from moesif_users_middleware.collector.html import render_page
+from moesif_users_middleware.collector.html import ListView, render_page, render_user
 from moesif_users_middleware.config import ConfigurationError, build_config
 from moesif_users_middleware.retry import RetryPolicy
 from moesif_users_middleware.sender import _reset_senders_for_tests, get_sender
@@ -486,10 +487,23 @@ def test_the_page_escapes_every_value_it_renders(values: dict[str, str]) -> None
             "metadata": {v["meta_key"]: [v["meta_value"], {"k": v["meta_value"]}]},
             "session_tokens": [v["user_id"]],
         }
-        return render_page([(v["partition"], profile)], prefix=v["prefix"], limit=10, offset=0)
+        view = ListView([(v["partition"], profile)], 1, 1, 1, 10, v["prefix"], v["partition"])
+        history = [
+            {
+                "applied_time": v["modified_time"],
+                "modified_time": v["modified_time"],
+                "changes": {
+                    v["meta_key"]: [v["meta_value"], {"k": v["meta_value"]}],
+                    "session_token": v["user_id"],
+                },
+            }
+        ]
+        user = render_user(v["user_id"], [(v["partition"], profile, history)])
+        # Whether metadata folds into <details> depends on its length, not on markup.
+        return re.sub(r"</?(details|summary|pre)>", "", render_page(view) + user)
 
     html = page(values)
     blank = page({key: "x" if value else "" for key, value in values.items()})
     for char in "<>":  # markup comes from the template only
         assert html.count(char) == blank.count(char)
-    assert f"<td>{escape(values['user_id'], quote=True)}</td>" in html
+    assert f">{escape(values['user_id'], quote=True)}</a></td>" in html

@@ -6,10 +6,16 @@ Routes (``/v1`` routes need ``X-Moesif-Application-Id`` and see only that id's p
   transaction): ``201 {"records": n}``.
 - ``GET /v1/users/{user_id}``: the stored profile; ``GET /v1/users?limit=&offset=``:
   a list of profiles ordered by user id; ``GET /v1/_stats``: request counters.
-- ``GET /``: an HTML table of every partition's profiles (``?app=PREFIX`` filters).
+- ``GET /``: an HTML page of every partition's profiles, newest first
+  (``?q=`` user or company id prefix, ``?partition=`` partition key or prefix,
+  ``?page=``, ``?limit=``); ``POST /`` (form field ``app``, an application id) or
+  ``GET /?app=`` redirects to the page filtered by that id's partition, so the id
+  itself never stays in an address or a page.
+- ``GET /users/{user_id}`` (``?partition=``): an HTML page with the profile and its
+  history; 404 page for an unknown id.
 
-Every error is JSON: ``{"error": ..., "message": ...}`` plus details such as ``index``
-and ``field`` for an invalid user. Client input never causes a 500.
+Every API error is JSON: ``{"error": ..., "message": ...}`` plus details such as
+``index`` and ``field`` for an invalid user. Client input never causes a 500.
 """
 
 from __future__ import annotations
@@ -19,17 +25,18 @@ import re
 from datetime import datetime, timezone
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from .body import parse_users, read_body
 from .errors import ClientError, json_response
-from .html import render_page
+from .html import ListView, render_not_found, render_page, render_user
 from .store import PARTITION_KEY_LENGTH, Store, partition_key
 
 __all__ = ["APPLICATION_ID_HEADER", "DEFAULT_MAX_BODY_BYTES", "create_app"]
@@ -38,11 +45,17 @@ APPLICATION_ID_HEADER = "X-Moesif-Application-Id"
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_LIST_LIMIT = 1000
 MAX_LIST_LIMIT = 10_000
-DEFAULT_PAGE_LIMIT = 500
+DEFAULT_PAGE_LIMIT = 100
+MAX_PAGE_LIMIT = 1000
+MAX_PAGE = 10**9
+MAX_SEARCH = 200  # characters of a search prefix
+MAX_FORM_BYTES = 16 * 1024
 
 _HEX_PREFIX = re.compile(rf"[0-9a-f]{{0,{PARTITION_KEY_LENGTH}}}")
 _PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
+    ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
@@ -63,7 +76,8 @@ def create_app(
     collector = _Collector(Store(db_path), max_body_bytes)
     app = Starlette(
         routes=[
-            Route("/", collector.page, methods=["GET"]),
+            Route("/", collector.page, methods=["GET", "POST"]),
+            Route("/users/{user_id:path}", collector.user_page, methods=["GET"]),
             Route("/v1/users", collector.users, methods=["GET", "POST"]),
             Route("/v1/users/batch", collector.post_batch, methods=["POST"]),
             Route("/v1/_stats", collector.stats, methods=["GET"]),
@@ -132,18 +146,96 @@ class _Collector:
         return json_response(await run_in_threadpool(self.store.stats, partition))
 
     async def page(self, request: Request) -> Response:
-        prefix = request.query_params.get("app", "").strip().lower()
-        if not _HEX_PREFIX.fullmatch(prefix):
+        if request.method == "POST":
+            form = await _read_form(request)
+            return _filter_redirect(form.get("app", ""), form.get("q", ""))
+        params = request.query_params
+        if "app" in params:  # an application id typed into the address: hash, then forget
+            return _filter_redirect(params["app"], params.get("q", ""))
+        partition = params.get("partition", "").strip().lower()
+        if not _HEX_PREFIX.fullmatch(partition):
             raise ClientError(
-                400, "invalid parameter", "app must be a hex partition prefix", parameter="app"
+                400,
+                "invalid parameter",
+                "partition must be a hex partition key or prefix",
+                parameter="partition",
             )
-        limit = _int_param(request, "limit", DEFAULT_PAGE_LIMIT, 1, MAX_LIST_LIMIT)
-        offset = _int_param(request, "offset", 0, 0, 2**62)
-        rows = await run_in_threadpool(
-            lambda: self.store.list_all_users(prefix=prefix, limit=limit, offset=offset)
-        )
-        page = render_page(rows, prefix=prefix, limit=limit, offset=offset)
-        return HTMLResponse(page.encode("utf-8", "replace"), headers=_PAGE_HEADERS)
+        search = params.get("q", "").strip()
+        if len(search) > MAX_SEARCH:
+            raise ClientError(
+                400,
+                "invalid parameter",
+                f"q must be at most {MAX_SEARCH} characters",
+                parameter="q",
+            )
+        limit = _int_param(request, "limit", DEFAULT_PAGE_LIMIT, 1, MAX_PAGE_LIMIT)
+        page = _int_param(request, "page", 1, 1, MAX_PAGE)
+
+        def load() -> ListView:
+            store = self.store
+            total = store.count_all_users()
+            matching = (
+                store.count_all_users(prefix=partition, search=search)
+                if partition or search
+                else total
+            )
+            rows = store.list_all_users(
+                prefix=partition, search=search, limit=limit, offset=(page - 1) * limit
+            )
+            return ListView(rows, total, matching, page, limit, search, partition)
+
+        try:
+            view = await run_in_threadpool(load)
+        except UnicodeEncodeError:  # a lone surrogate escaped into the query
+            raise ClientError(400, "invalid parameter", "q is not valid text") from None
+        return _html(render_page(view))
+
+    async def user_page(self, request: Request) -> Response:
+        user_id: str = request.path_params["user_id"] or request.query_params.get("id", "")
+        partition = request.query_params.get("partition", "").strip().lower()
+        if not _HEX_PREFIX.fullmatch(partition):
+            raise ClientError(
+                400, "invalid parameter", "partition must be a hex key", parameter="partition"
+            )
+
+        def load() -> list[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
+            found = self.store.find_user(user_id, partition) if user_id else []
+            return [(key, profile, self.store.history(key, user_id)) for key, profile in found]
+
+        try:
+            found = await run_in_threadpool(load)
+        except UnicodeEncodeError:
+            found = []
+        if not found:
+            return _html(render_not_found(user_id), 404)
+        return _html(render_user(user_id, found))
+
+
+def _html(page: str, status: int = 200) -> Response:
+    return HTMLResponse(page.encode("utf-8", "replace"), status, headers=_PAGE_HEADERS)
+
+
+def _filter_redirect(application_id: str, search: str) -> Response:
+    """303 to the list page filtered by the partition of ``application_id`` (if any)."""
+    query: dict[str, str] = {}
+    if search.strip():
+        query["q"] = search.strip()[:MAX_SEARCH]
+    if application_id.strip():
+        query["partition"] = partition_key(application_id.strip())
+    return RedirectResponse("/?" + urlencode(query) if query else "/", 303)
+
+
+async def _read_form(request: Request) -> dict[str, str]:
+    """A small ``application/x-www-form-urlencoded`` body (last value wins)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        raise ClientError(415, "unsupported media type", "expected a form")
+    body = await read_body(request, MAX_FORM_BYTES)
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except (UnicodeDecodeError, ValueError):
+        raise ClientError(400, "invalid body", "form is not valid UTF-8") from None
+    return dict(pairs)
 
 
 def _partition(request: Request) -> str:

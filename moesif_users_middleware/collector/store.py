@@ -4,6 +4,12 @@ One connection guarded by a lock serves every thread (``:memory:`` works the sam
 file), each write is one transaction, and a file database runs in WAL mode with
 ``synchronous=NORMAL``. The application id itself is never stored: callers pass
 :func:`partition_key` of it.
+
+Updates are ordered by their ``modified_time`` (see :func:`merge_profile`). Beside each
+profile the table keeps its ``modified_time`` as epoch milliseconds and its company id,
+indexed, so the HTML page can sort newest first, search and page through 100k profiles
+quickly. The ``history`` table keeps, per user, the last :data:`HISTORY_LIMIT` updates
+that changed the profile.
 """
 
 from __future__ import annotations
@@ -15,13 +21,24 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..merge import merge_update
+from ..models import ValidationError, parse_timestamp
 
-__all__ = ["PARTITION_KEY_LENGTH", "Stats", "Store", "merge_profile", "partition_key"]
+__all__ = [
+    "HISTORY_LIMIT",
+    "PARTITION_KEY_LENGTH",
+    "Stats",
+    "Store",
+    "merge_profile",
+    "partition_key",
+    "profile_changes",
+]
 
 PARTITION_KEY_LENGTH = 16
+HISTORY_LIMIT = 50  # history rows kept per user
 _SELECT_CHUNK = 500  # well under SQLite's bound-parameter limit
 _PROFILE_ORDER = (
     "user_id",
@@ -34,15 +51,38 @@ _PROFILE_ORDER = (
     "campaign",
     "metadata",
 )
+_NOT_DIFFED = frozenset({"user_id", "session_token", "modified_time"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MILLISECOND = timedelta(milliseconds=1)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     partition TEXT NOT NULL,
     user_id TEXT NOT NULL,
     profile TEXT NOT NULL,
+    modified_ms INTEGER NOT NULL DEFAULT 0,
+    company_id TEXT,
+    history_seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (partition, user_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS history (
+    partition TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    applied_time TEXT NOT NULL,
+    modified_time TEXT NOT NULL,
+    changes TEXT NOT NULL,
+    PRIMARY KEY (partition, user_id, seq)
+) WITHOUT ROWID;
 """
+# Created after the columns exist (an old database gets them by migration first). One
+# index serves the page: its entries are (modified_ms, company_id, partition, user_id)
+# (a WITHOUT ROWID index holds the primary key), so sorting newest first, filtering by
+# partition, user id or company id prefix, counting and paging read only the index.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS users_by_modified ON users (modified_ms, company_id);
+"""
+_NEWEST_FIRST = "ORDER BY modified_ms DESC, company_id DESC, partition DESC, user_id DESC"
 
 
 def partition_key(application_id: str) -> str:
@@ -51,26 +91,109 @@ def partition_key(application_id: str) -> str:
     return digest[:PARTITION_KEY_LENGTH]
 
 
+def instant(timestamp: str) -> datetime:
+    """The moment an ISO-8601 timestamp names (UTC when it names no zone)."""
+    text = timestamp
+    if len(text) != 24 or text[-1] != "Z":  # not the canonical ``...T..:..:..sssZ`` form
+        text = parse_timestamp(text)
+    return datetime.fromisoformat(text[:-1] + "+00:00")
+
+
+def epoch_ms(timestamp: str) -> int:
+    """Milliseconds since the Unix epoch for an ISO-8601 timestamp (0 if unreadable)."""
+    try:
+        moment = instant(timestamp)
+    except (ValidationError, ValueError):
+        return 0
+    return (moment - _EPOCH) // _MILLISECOND
+
+
 def merge_profile(
     profile: Mapping[str, Any] | None, update: Mapping[str, Any], now: str
 ) -> dict[str, Any]:
     """Apply one validated wire-form update to a stored profile (a new dict).
 
-    Merge rules come from :func:`merge_update`; on top of them ``session_token`` is
-    appended to ``session_tokens`` (no duplicates, order kept) and ``modified_time``
-    is set to ``now`` unless the update carries one.
+    Merge rules come from :func:`merge_update`, ordered by ``modified_time`` (``now``
+    when the update carries none): an update as new as the profile or newer merges over
+    it; an older one merges *under* it (fills absent fields, metadata and campaign keys,
+    never overwrites). ``session_token`` is appended to ``session_tokens`` either way (no
+    duplicates, order kept). ``modified_time`` is the newest seen and ``created_time``
+    the oldest, never after ``modified_time``.
     """
     changes = dict(update)
     token = changes.pop("session_token", None)
-    changes.setdefault("modified_time", now)
+    stamp: str = changes.pop("modified_time", None) or now
     if profile is None:
-        merged: dict[str, Any] = {**changes, "session_tokens": [], "created_time": now}
+        created = stamp if instant(stamp) < instant(now) else now
+        merged: dict[str, Any] = {
+            **changes,
+            "session_tokens": [],
+            "modified_time": stamp,
+            "created_time": created,
+        }
     else:
-        merged = merge_update(profile, changes)
+        moment = instant(stamp)
+        current = profile.get("modified_time")
+        if current is None or moment >= instant(current):
+            merged = merge_update(profile, changes)
+            merged["modified_time"] = stamp
+        else:  # older: the stored profile wins everything both have
+            merged = merge_update(changes, profile)
+        first = merged.get("created_time")
+        if first is None or moment < instant(first):
+            merged["created_time"] = stamp
+        elif instant(first) > instant(merged["modified_time"]):  # written by an older collector
+            merged["created_time"] = merged["modified_time"]
     tokens: list[str] = merged["session_tokens"]
     if token is not None and token not in tokens:
         merged["session_tokens"] = [*tokens, token]
     return {key: merged[key] for key in _PROFILE_ORDER if key in merged}
+
+
+def profile_changes(
+    before: Mapping[str, Any] | None, after: Mapping[str, Any], update: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What ``update`` changed from ``before`` to ``after``: a compact, JSON-able diff.
+
+    ``{field: [old, new]}`` for top-level fields, ``{"metadata.a.b": [old, new]}`` (and
+    ``campaign.key``) for nested keys, ``{"session_token": token}`` for an appended
+    token; absent values are ``None``. Creating a profile records ``user_id`` too. Only the keys the update names are compared (a
+    merge touches nothing else); ``modified_time`` and ``created_time`` are not changes.
+    """
+    old: Mapping[str, Any] = before or {}
+    diff: dict[str, Any] = {} if before else {"user_id": [None, after["user_id"]]}
+    for key, value in update.items():
+        if key in _NOT_DIFFED:
+            continue
+        was, now = old.get(key), after.get(key)
+        if was == now:
+            continue
+        if type(was) is dict and type(now) is dict and type(value) is dict:
+            _nested_changes(key, was, now, value, diff)
+        else:
+            diff[key] = [was, now]
+    token = update.get("session_token")
+    if token is not None and token not in (old.get("session_tokens") or ()):
+        diff["session_token"] = token
+    return diff
+
+
+def _nested_changes(
+    path: str,
+    was: Mapping[str, Any],
+    now: Mapping[str, Any],
+    touched: Mapping[str, Any],
+    diff: dict[str, Any],
+) -> None:
+    for key in touched:
+        before, after = was.get(key), now.get(key)
+        if before == after:
+            continue
+        where = f"{path}.{key}"
+        if type(before) is dict and type(after) is dict and type(touched[key]) is dict:
+            _nested_changes(where, before, after, touched[key], diff)
+        else:
+            diff[where] = [before, after]
 
 
 @dataclass
@@ -95,10 +218,16 @@ class Store:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
+        self._migrate()
+        self._conn.executescript(_INDEXES)
         self._closed = False
 
     def apply(self, partition: str, updates: Sequence[Mapping[str, Any]], now: str) -> None:
-        """Merge validated updates into their profiles, in order, in one transaction."""
+        """Merge validated updates into their profiles, in order, in one transaction.
+
+        Every update that changes a profile adds a row to its history (the oldest rows
+        beyond :data:`HISTORY_LIMIT` are deleted in the same transaction).
+        """
         ids = list(dict.fromkeys(update["user_id"] for update in updates))
         with self._lock:
             conn = self._conn
@@ -106,15 +235,48 @@ class Store:
             # file cannot slip an update in between.
             conn.execute("BEGIN IMMEDIATE")
             try:
-                profiles = self._load(partition, ids)
+                profiles, seqs = self._load(partition, ids)
+                history: list[tuple[str, str, int, str, str, str]] = []
                 for update in updates:
                     user_id = update["user_id"]
-                    profiles[user_id] = merge_profile(profiles.get(user_id), update, now)
-                rows = [(partition, user_id, _dumps(profiles[user_id])) for user_id in ids]
+                    before = profiles.get(user_id)
+                    after = merge_profile(before, update, now)
+                    profiles[user_id] = after
+                    changes = profile_changes(before, after, update)
+                    if changes:
+                        seq = seqs[user_id] = seqs.get(user_id, 0) + 1
+                        stamp = update.get("modified_time") or now
+                        history.append((partition, user_id, seq, now, stamp, _dumps(changes)))
+                rows = []
+                for user_id in ids:
+                    profile = profiles[user_id]
+                    rows.append(
+                        (
+                            partition,
+                            user_id,
+                            _dumps(profile),
+                            epoch_ms(profile["modified_time"]),
+                            profile.get("company_id"),
+                            seqs.get(user_id, 0),
+                        )
+                    )
                 conn.executemany(
-                    "INSERT OR REPLACE INTO users (partition, user_id, profile) VALUES (?, ?, ?)",
+                    "INSERT OR REPLACE INTO users (partition, user_id, profile, modified_ms,"
+                    " company_id, history_seq) VALUES (?, ?, ?, ?, ?, ?)",
                     rows,
                 )
+                if history:
+                    conn.executemany("INSERT INTO history VALUES (?, ?, ?, ?, ?, ?)", history)
+                    trimmed = {
+                        (user_id, seq - HISTORY_LIMIT)
+                        for _, user_id, seq, *_rest in history
+                        if seq > HISTORY_LIMIT
+                    }
+                    if trimmed:
+                        conn.executemany(
+                            "DELETE FROM history WHERE partition = ? AND user_id = ? AND seq <= ?",
+                            [(partition, user_id, upto) for user_id, upto in trimmed],
+                        )
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -162,18 +324,60 @@ class Store:
             ).fetchall()
         return [_loads(profile) for (profile,) in rows]
 
+    def count_all_users(self, *, prefix: str = "", search: str = "") -> int:
+        """How many profiles :meth:`list_all_users` has to page through."""
+        where, params = _filter(prefix, search)
+        with self._lock:
+            (count,) = self._conn.execute(
+                f"SELECT COUNT(*) FROM users INDEXED BY users_by_modified{where}", params
+            ).fetchone()
+        return int(count)
+
     def list_all_users(
-        self, *, prefix: str = "", limit: int, offset: int = 0
+        self, *, prefix: str = "", search: str = "", limit: int, offset: int = 0
     ) -> list[tuple[str, dict[str, Any]]]:
-        """(partition, profile) pairs across partitions whose key starts with ``prefix``."""
-        upper = prefix + "\U0010ffff"
+        """(partition, profile) pairs, newest ``modified_time`` first.
+
+        ``prefix`` keeps partitions whose key starts with it (a whole key selects one);
+        ``search`` keeps users whose user id or company id starts with it.
+        """
+        where, params = _filter(prefix, search)
+        # The page of keys comes from the index alone; only its rows are read in full.
+        sql = (
+            "SELECT u.partition, u.profile FROM (SELECT modified_ms, company_id, partition,"
+            f" user_id FROM users INDEXED BY users_by_modified{where} {_NEWEST_FIRST}"
+            " LIMIT ? OFFSET ?) AS page JOIN users AS u USING (partition, user_id)"
+            " ORDER BY page.modified_ms DESC, page.company_id DESC, page.partition DESC,"
+            " page.user_id DESC"
+        )
+        with self._lock:
+            rows = self._conn.execute(sql, (*params, limit, offset)).fetchall()
+        return [(partition, _loads(profile)) for partition, profile in rows]
+
+    def find_user(self, user_id: str, partition: str = "") -> list[tuple[str, dict[str, Any]]]:
+        """(partition, profile) for ``user_id`` in ``partition``, or in every partition."""
+        sql = "SELECT partition, profile FROM users WHERE user_id = ?"
+        params: tuple[str, ...] = (user_id,)
+        if partition:
+            sql += " AND partition = ?"
+            params += (partition,)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY partition", params).fetchall()
+        return [(key, _loads(profile)) for key, profile in rows]
+
+    def history(self, partition: str, user_id: str) -> list[dict[str, Any]]:
+        """The user's recorded changes, newest first: ``applied_time``, ``modified_time``,
+        ``changes`` (see :func:`profile_changes`)."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT partition, profile FROM users WHERE partition >= ? AND partition < ?"
-                " ORDER BY partition, user_id LIMIT ? OFFSET ?",
-                (prefix, upper, limit, offset),
+                "SELECT applied_time, modified_time, changes FROM history"
+                " WHERE partition = ? AND user_id = ? ORDER BY seq DESC",
+                (partition, user_id),
             ).fetchall()
-        return [(partition, _loads(profile)) for partition, profile in rows]
+        return [
+            {"applied_time": applied, "modified_time": modified, "changes": _loads(changes)}
+            for applied, modified, changes in rows
+        ]
 
     def close(self) -> None:
         """Close the database (idempotent)."""
@@ -182,19 +386,65 @@ class Store:
                 self._closed = True
                 self._conn.close()
 
-    def _load(self, partition: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    def _migrate(self) -> None:
+        """Give a database written by an older collector the columns this one sorts on."""
+        conn = self._conn
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(users)")}
+        added = [
+            (name, kind)
+            for name, kind in (
+                ("modified_ms", "INTEGER NOT NULL DEFAULT 0"),
+                ("company_id", "TEXT"),
+                ("history_seq", "INTEGER NOT NULL DEFAULT 0"),
+            )
+            if name not in columns
+        ]
+        if not added:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for name, kind in added:
+                conn.execute(f"ALTER TABLE users ADD COLUMN {name} {kind}")
+            rows = conn.execute("SELECT partition, user_id, profile FROM users").fetchall()
+            updates = []
+            for partition, user_id, text in rows:
+                profile = _loads(text)
+                stamp = profile.get("modified_time")
+                updates.append(
+                    (
+                        epoch_ms(stamp) if isinstance(stamp, str) else 0,
+                        profile.get("company_id"),
+                        partition,
+                        user_id,
+                    )
+                )
+            conn.executemany(
+                "UPDATE users SET modified_ms = ?, company_id = ? WHERE partition = ? AND user_id = ?",
+                updates,
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _load(
+        self, partition: str, ids: Iterable[str]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
         wanted = list(ids)
         found: dict[str, dict[str, Any]] = {}
+        seqs: dict[str, int] = {}
         for start in range(0, len(wanted), _SELECT_CHUNK):
             chunk = wanted[start : start + _SELECT_CHUNK]
             marks = ",".join("?" * len(chunk))
             cursor = self._conn.execute(
-                f"SELECT user_id, profile FROM users WHERE partition = ? AND user_id IN ({marks})",
+                "SELECT user_id, profile, history_seq FROM users"
+                f" WHERE partition = ? AND user_id IN ({marks})",
                 (partition, *chunk),
             )
-            for user_id, profile in cursor:
+            for user_id, profile, seq in cursor:
                 found[user_id] = _loads(profile)
-        return found
+                seqs[user_id] = seq
+        return found, seqs
 
     def _stats_for(self, partition: str) -> Stats:
         stats = self._stats.get(partition)
@@ -203,8 +453,28 @@ class Store:
         return stats
 
 
+def _filter(prefix: str, search: str) -> tuple[str, tuple[str, ...]]:
+    """WHERE clause (with its leading space) and parameters for the page's filters."""
+    clauses: list[str] = []
+    params: list[str] = []
+    if len(prefix) == PARTITION_KEY_LENGTH:
+        clauses.append("partition = ?")
+        params.append(prefix)
+    elif prefix:
+        clauses.append("partition >= ? AND partition < ?")
+        params += [prefix, prefix + "\U0010ffff"]
+    if search:
+        upper = search + "\U0010ffff"
+        clauses.append("((user_id >= ? AND user_id < ?) OR (company_id >= ? AND company_id < ?))")
+        params += [search, upper, search, upper]
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _dumps(profile: Mapping[str, Any]) -> str:
-    return json.dumps(profile, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(profile)
 
 
 def _loads(text: str) -> dict[str, Any]:
