@@ -263,3 +263,4 @@ def test_captures_carry_the_moment_of_their_request(
     profile = collector.get_user(app_id, "stamped")
     assert profile is not None
     assert before - 0.001 <= moment(profile["modified_time"]) <= after
+    assert profile["created_time"] <= profile["modified_time"]  # same canonical form
