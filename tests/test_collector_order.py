@@ -188,6 +188,86 @@ def test_batch_applies_older_after_newer_in_order(collector: CollectorHandle, ap
 # --- history -------------------------------------------------------------------------
 
 
+def test_each_value_keeps_the_newest_write_whatever_the_arrival_order(
+    collector: CollectorHandle, app_id: str
+) -> None:
+    """Two processes: one sets ``plan`` at OLD and delivers late, after the other set
+    ``seats`` (and the user agent) at NEW. ``plan`` changed at OLD, later than its
+    stored value (OLDER), so it is set; nothing NEW is overwritten."""
+    post(
+        collector,
+        app_id,
+        {
+            "user_id": "lww",
+            "modified_time": OLDER,
+            "user_agent_string": "older-agent",
+            "metadata": {"plan": "free", "seats": 1, "nested": {"a": 1, "b": 1}},
+        },
+    )
+    post(
+        collector,
+        app_id,
+        {
+            "user_id": "lww",
+            "modified_time": NEW,
+            "user_agent_string": "new-agent",
+            "metadata": {"seats": 5, "nested": {"b": 3}},
+        },
+    )
+    post(
+        collector,
+        app_id,
+        {
+            "user_id": "lww",
+            "modified_time": OLD,  # delivered last, written in between
+            "user_agent_string": "old-agent",
+            "metadata": {"plan": "pro", "seats": 2, "nested": {"a": 2, "b": 2}},
+        },
+    )
+    profile = get(collector, app_id, "lww")
+    assert profile["user_agent_string"] == "new-agent"
+    assert profile["metadata"] == {"plan": "pro", "seats": 5, "nested": {"a": 2, "b": 3}}
+    assert profile["modified_time"] == NEW
+
+
+def test_a_newer_object_replaces_an_older_value_and_not_a_newer_one(
+    collector: CollectorHandle, app_id: str
+) -> None:
+    post(collector, app_id, {"user_id": "shape", "modified_time": OLD, "metadata": {"x": 1}})
+    post(collector, app_id, {"user_id": "shape", "modified_time": NEW, "metadata": {"x": {"y": 1}}})
+    post(collector, app_id, {"user_id": "shape", "modified_time": OLDER, "metadata": {"x": 7}})
+    assert get(collector, app_id, "shape")["metadata"] == {"x": {"y": 1}}
+    post(collector, app_id, {"user_id": "shape2", "modified_time": NEW, "metadata": {"x": 1}})
+    post(
+        collector, app_id, {"user_id": "shape2", "modified_time": OLD, "metadata": {"x": {"y": 1}}}
+    )
+    assert get(collector, app_id, "shape2")["metadata"] == {"x": 1}
+
+
+UPDATES = [
+    {"user_id": "t", "company_id": "c1", "metadata": {"a": {"b": 1, "c": [1]}, "d": "x"}},
+    {"user_id": "t", "metadata": {"a": {"b": 2}, "e": None}, "campaign": {"utm_source": "s"}},
+    {"user_id": "t", "metadata": {"a": 5}, "campaign": {"utm_medium": "m"}, "ip_address": "::1"},
+    {"user_id": "t", "metadata": {"a": {"z": True}, "d": {"k": 1.5}}, "company_id": "c2"},
+]
+
+
+def test_updates_in_time_order_merge_exactly_as_merge_update() -> None:
+    """The clocked merge equals the plain one when every update is the newest."""
+    from moesif_users_middleware.collector.ordering import merge_profile
+    from moesif_users_middleware.merge import merge_update
+
+    profile: dict[str, Any] | None = None
+    clocks: dict[str, Any] = {}
+    plain: dict[str, Any] = {}
+    for second, update in enumerate(UPDATES):
+        stamped = {**update, "modified_time": f"2026-01-01T00:00:{second:02d}.000Z"}
+        profile, clocks = merge_profile(profile, clocks, stamped, "2026-01-01T00:00:00.000Z")
+        plain = merge_update(plain, update)
+        assert profile is not None
+        assert {k: v for k, v in profile.items() if k in plain} == plain
+
+
 def test_history_records_what_changed(
     fresh_collector: Callable[..., ServerThread], app_id: str
 ) -> None:

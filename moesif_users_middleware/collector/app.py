@@ -271,6 +271,10 @@ def _client_error(request: Request, exc: Exception) -> Response:
 
 def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    path = request.url.path
+    if exc.status_code == 404 and path.startswith("/users/"):
+        # An id the route cannot match (a line break in it): still the page's own 404.
+        return _html(render_not_found(path.removeprefix("/users/")), 404)
     phrase = HTTPStatus(exc.status_code).phrase if exc.status_code in _STATUSES else "error"
     body: dict[str, Any] = {"error": phrase.lower(), "message": exc.detail}
     return json_response(body, exc.status_code, exc.headers)

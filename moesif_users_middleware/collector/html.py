@@ -162,9 +162,17 @@ def user_href(user_id: str, partition: str = "") -> str:
     """The URL of a user's page (every character of the id percent-encoded)."""
     query = {"partition": partition} if partition else {}
     if user_id in (".", ".."):  # a browser would resolve these path segments away
-        return "/users/?" + urlencode({"id": user_id, **query})
-    path = "/users/" + quote(user_id, safe="")
-    return path + ("?" + urlencode(query) if query else "")
+        return "/users/?" + _query({"id": user_id, **query})
+    path = "/users/" + quote(user_id, safe="", errors=_UNENCODABLE)
+    return path + ("?" + _query(query) if query else "")
+
+
+# A stored value with a lone surrogate (not UTF-8) still renders; its link leads nowhere.
+_UNENCODABLE = "backslashreplace"
+
+
+def _query(query: Mapping[str, object]) -> str:
+    return urlencode(query, errors=_UNENCODABLE)
 
 
 def _document(title: str, content: str) -> str:
@@ -188,7 +196,7 @@ def _pager(view: ListView, pages: int) -> str:
         query["page"] = page
         if view.limit != 100:
             query["limit"] = view.limit
-        return f'<a rel="{rel}" href="/?{_text(urlencode(query))}">{label}</a>'
+        return f'<a rel="{rel}" href="/?{_text(_query(query))}">{label}</a>'
 
     newer = link(min(view.page - 1, pages), "← Newer", "prev") if view.page > 1 else ""
     older = link(view.page + 1, "Older →", "next") if view.page < pages else ""
@@ -200,7 +208,7 @@ def _row(partition: str, profile: Mapping[str, Any]) -> str:
     user_id = str(profile.get("user_id", ""))
     company = profile.get("company_id")
     company_cell = (
-        f'<a href="/?{_text(urlencode({"q": company}))}">{_text(company)}</a>' if company else ""
+        f'<a href="/?{_text(_query({"q": company}))}">{_text(company)}</a>' if company else ""
     )
     agent = profile.get("user_agent_string")
     campaign = _campaign_line(profile.get("campaign"))

@@ -5,9 +5,9 @@ file), each write is one transaction, and a file database runs in WAL mode with
 ``synchronous=NORMAL``. The application id itself is never stored: callers pass
 :func:`partition_key` of it.
 
-Updates are ordered by their ``modified_time`` (see :func:`merge_profile`). Beside each
-profile the table keeps its ``modified_time`` as epoch milliseconds and its company id,
-indexed, so the HTML page can sort newest first, search and page through 100k profiles
+Updates are ordered by their ``modified_time``, value by value (see :mod:`.ordering`):
+beside each profile the table keeps its clocks. It also keeps the profile's
+``modified_time`` as epoch milliseconds and its company id, indexed, so the HTML page can sort newest first, search and page through 100k profiles
 quickly. The ``history`` table keeps, per user, the last :data:`HISTORY_LIMIT` updates
 that changed the profile.
 """
@@ -21,18 +21,15 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ..merge import merge_update
-from ..models import ValidationError, parse_timestamp
+from .ordering import Clock, epoch_ms, merge_profile
 
 __all__ = [
     "HISTORY_LIMIT",
     "PARTITION_KEY_LENGTH",
     "Stats",
     "Store",
-    "merge_profile",
     "partition_key",
     "profile_changes",
 ]
@@ -40,20 +37,7 @@ __all__ = [
 PARTITION_KEY_LENGTH = 16
 HISTORY_LIMIT = 50  # history rows kept per user
 _SELECT_CHUNK = 500  # well under SQLite's bound-parameter limit
-_PROFILE_ORDER = (
-    "user_id",
-    "company_id",
-    "session_tokens",
-    "modified_time",
-    "created_time",
-    "ip_address",
-    "user_agent_string",
-    "campaign",
-    "metadata",
-)
 _NOT_DIFFED = frozenset({"user_id", "session_token", "modified_time"})
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MILLISECOND = timedelta(milliseconds=1)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -63,6 +47,7 @@ CREATE TABLE IF NOT EXISTS users (
     modified_ms INTEGER NOT NULL DEFAULT 0,
     company_id TEXT,
     history_seq INTEGER NOT NULL DEFAULT 0,
+    clocks TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (partition, user_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history (
@@ -89,65 +74,6 @@ def partition_key(application_id: str) -> str:
     """The stored stand-in for an application id: a sha256 hex prefix."""
     digest = hashlib.sha256(application_id.encode("utf-8", "surrogatepass")).hexdigest()
     return digest[:PARTITION_KEY_LENGTH]
-
-
-def instant(timestamp: str) -> datetime:
-    """The moment an ISO-8601 timestamp names (UTC when it names no zone)."""
-    text = timestamp
-    if len(text) != 24 or text[-1] != "Z":  # not the canonical ``...T..:..:..sssZ`` form
-        text = parse_timestamp(text)
-    return datetime.fromisoformat(text[:-1] + "+00:00")
-
-
-def epoch_ms(timestamp: str) -> int:
-    """Milliseconds since the Unix epoch for an ISO-8601 timestamp (0 if unreadable)."""
-    try:
-        moment = instant(timestamp)
-    except (ValidationError, ValueError):
-        return 0
-    return (moment - _EPOCH) // _MILLISECOND
-
-
-def merge_profile(
-    profile: Mapping[str, Any] | None, update: Mapping[str, Any], now: str
-) -> dict[str, Any]:
-    """Apply one validated wire-form update to a stored profile (a new dict).
-
-    Merge rules come from :func:`merge_update`, ordered by ``modified_time`` (``now``
-    when the update carries none): an update as new as the profile or newer merges over
-    it; an older one merges *under* it (fills absent fields, metadata and campaign keys,
-    never overwrites). ``session_token`` is appended to ``session_tokens`` either way (no
-    duplicates, order kept). ``modified_time`` is the newest seen and ``created_time``
-    the oldest, never after ``modified_time``.
-    """
-    changes = dict(update)
-    token = changes.pop("session_token", None)
-    stamp: str = changes.pop("modified_time", None) or now
-    if profile is None:
-        created = stamp if instant(stamp) < instant(now) else now
-        merged: dict[str, Any] = {
-            **changes,
-            "session_tokens": [],
-            "modified_time": stamp,
-            "created_time": created,
-        }
-    else:
-        moment = instant(stamp)
-        current = profile.get("modified_time")
-        if current is None or moment >= instant(current):
-            merged = merge_update(profile, changes)
-            merged["modified_time"] = stamp
-        else:  # older: the stored profile wins everything both have
-            merged = merge_update(changes, profile)
-        first = merged.get("created_time")
-        if first is None or moment < instant(first):
-            merged["created_time"] = stamp
-        elif instant(first) > instant(merged["modified_time"]):  # written by an older collector
-            merged["created_time"] = merged["modified_time"]
-    tokens: list[str] = merged["session_tokens"]
-    if token is not None and token not in tokens:
-        merged["session_tokens"] = [*tokens, token]
-    return {key: merged[key] for key in _PROFILE_ORDER if key in merged}
 
 
 def profile_changes(
@@ -235,12 +161,14 @@ class Store:
             # file cannot slip an update in between.
             conn.execute("BEGIN IMMEDIATE")
             try:
-                profiles, seqs = self._load(partition, ids)
+                profiles, seqs, clocks = self._load(partition, ids)
                 history: list[tuple[str, str, int, str, str, str]] = []
                 for update in updates:
                     user_id = update["user_id"]
                     before = profiles.get(user_id)
-                    after = merge_profile(before, update, now)
+                    after, clocks[user_id] = merge_profile(
+                        before, clocks.get(user_id, {}), update, now
+                    )
                     profiles[user_id] = after
                     changes = profile_changes(before, after, update)
                     if changes:
@@ -258,11 +186,12 @@ class Store:
                             epoch_ms(profile["modified_time"]),
                             profile.get("company_id"),
                             seqs.get(user_id, 0),
+                            _dumps(clocks[user_id]),
                         )
                     )
                 conn.executemany(
                     "INSERT OR REPLACE INTO users (partition, user_id, profile, modified_ms,"
-                    " company_id, history_seq) VALUES (?, ?, ?, ?, ?, ?)",
+                    " company_id, history_seq, clocks) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
                 if history:
@@ -396,6 +325,7 @@ class Store:
                 ("modified_ms", "INTEGER NOT NULL DEFAULT 0"),
                 ("company_id", "TEXT"),
                 ("history_seq", "INTEGER NOT NULL DEFAULT 0"),
+                ("clocks", "TEXT NOT NULL DEFAULT '{}'"),
             )
             if name not in columns
         ]
@@ -429,22 +359,24 @@ class Store:
 
     def _load(
         self, partition: str, ids: Iterable[str]
-    ) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, int], dict[str, dict[str, Clock]]]:
         wanted = list(ids)
         found: dict[str, dict[str, Any]] = {}
         seqs: dict[str, int] = {}
+        clocks: dict[str, dict[str, Clock]] = {}
         for start in range(0, len(wanted), _SELECT_CHUNK):
             chunk = wanted[start : start + _SELECT_CHUNK]
             marks = ",".join("?" * len(chunk))
             cursor = self._conn.execute(
-                "SELECT user_id, profile, history_seq FROM users"
+                "SELECT user_id, profile, history_seq, clocks FROM users"
                 f" WHERE partition = ? AND user_id IN ({marks})",
                 (partition, *chunk),
             )
-            for user_id, profile, seq in cursor:
+            for user_id, profile, seq, clock in cursor:
                 found[user_id] = _loads(profile)
                 seqs[user_id] = seq
-        return found, seqs
+                clocks[user_id] = _loads(clock)
+        return found, seqs, clocks
 
     def _stats_for(self, partition: str) -> Stats:
         stats = self._stats.get(partition)
