@@ -21,8 +21,8 @@ __all__ = [
     "LOG_INTERVAL",
     "Hook",
     "HookError",
-    "capture_stats",
     "count",
+    "counters",
     "hook_label",
     "import_path",
     "is_async_hook",
@@ -59,11 +59,8 @@ def count(name: str, times: int = 1) -> None:
         _lock.release()
 
 
-def capture_stats() -> dict[str, int]:
-    """A snapshot of the process-wide capture counters (after finishing deferred captures)."""
-    from .sender import drain_all  # (not at import: the sender imports nothing of this)
-
-    drain_all()
+def counters() -> dict[str, int]:
+    """A snapshot of the process-wide counters (see ``capture.capture_stats``)."""
     with _lock:
         return dict(_counters)
 

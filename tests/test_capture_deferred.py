@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from faults import FaultServer, Reply
 
-from moesif_users_middleware import sender as sender_module
+from moesif_users_middleware._delivery.engine import INBOX_MAX, INBOX_WAKE
 from moesif_users_middleware.capture import Capture, capture_stats
 from moesif_users_middleware.config import build_config
 from moesif_users_middleware.request_view import (
@@ -83,11 +83,11 @@ def test_a_repeated_capture_is_counted_but_not_finished_again(
     finished: list[str] = []
     original = capture.finish
 
-    def counting_finish(item: tuple[Any, ...]) -> bool:
-        finished.append(item[1])
+    def counting_finish(item: tuple[Any, ...]) -> Any:
+        finished.append(item[2])
         return original(item)
 
-    monkeypatch.setattr(capture, "finish", counting_finish)
+    monkeypatch.setattr(capture, "_finisher", counting_finish)
     before = capture_stats()["captured"]
     for _ in range(50):
         assert capture.capture(request_view("u-repeat"))
@@ -125,11 +125,11 @@ def test_repeats_are_finished_again_once_min_update_interval_is_zero(make: Make)
     calls: list[str] = []
     original = capture.finish
 
-    def counting_finish(item: tuple[Any, ...]) -> bool:
-        calls.append(item[1])
+    def counting_finish(item: tuple[Any, ...]) -> Any:
+        calls.append(item[2])
         return original(item)
 
-    capture.finish = counting_finish  # type: ignore[method-assign]
+    capture._finisher = counting_finish
     for _ in range(3):
         capture.capture(request_view("u-every"))
     capture.sender.stats()
@@ -166,7 +166,8 @@ def test_metadata_that_is_not_plain_data_is_never_compared(make: Make) -> None:
     capture.capture(request_view("u-odd"))
     capture.capture(request_view("u-odd"))
     capture.sender.stats()  # finishes both without comparing them
-    assert "u-odd" not in capture.sender._recent
+    assert not capture.sender._engine.unchanged.repeat(("users", "u-odd"), None, 0.0)
+    assert ("users", "u-odd") not in capture.sender._engine.unchanged._captures
 
 
 # -- threads ---------------------------------------------------------------------------------
@@ -221,31 +222,32 @@ def test_a_lazy_object_in_metadata_is_not_evaluated_in_the_sender(make: Make) ->
 def test_the_inbox_stays_bounded_while_the_worker_is_busy(make: Make) -> None:
     capture = make()
     sender = capture.sender
-    sender._running = True  # a worker stuck in a slow request: nothing finishes the captures
+    engine = sender._engine
+    engine.worker.running = True  # a worker stuck in a slow request: nothing finishes them
     try:
-        for number in range(sender_module._INBOX_MAX - 1):
+        for number in range(INBOX_MAX - 1):
             capture.capture(request_view(f"u-{number}"))
-        assert len(sender._inbox) == sender_module._INBOX_MAX - 1
+        assert len(engine.inbox) == INBOX_MAX - 1
         # The request that reaches the bound finishes the oldest batch itself...
         capture.capture(request_view("u-last"))
-        assert len(sender._inbox) == sender_module._INBOX_MAX - sender_module._INBOX_WAKE
-        assert sender.pending == sender_module._INBOX_MAX
+        assert len(engine.inbox) == INBOX_MAX - INBOX_WAKE
+        assert sender.pending == INBOX_MAX
         # ...and however many more come, the inbox never grows past the bound.
-        for number in range(3 * sender_module._INBOX_MAX):
+        for number in range(3 * INBOX_MAX):
             capture.capture(request_view(f"u-more-{number}"))
-            assert len(sender._inbox) <= sender_module._INBOX_MAX
-        total = 4 * sender_module._INBOX_MAX
+            assert len(engine.inbox) <= INBOX_MAX
+        total = 4 * INBOX_MAX
         stats = sender.stats()  # finishes the rest: every capture is kept or counted
         assert sender.pending == sender.options.max_queue_size
         assert stats["dropped"] == total - sender.options.max_queue_size
     finally:
-        sender._running = False
+        engine.worker.running = False
 
 
 def test_capture_stats_and_pending_include_deferred_captures(make: Make) -> None:
     capture = make()
     sender = capture.sender
-    with sender._inbox_lock:
+    with sender._engine.inbox_lock:
         capture.capture(request_view("u-pending"))
         assert sender.pending == 1  # counted while still deferred
     before = capture_stats()["captured"]
@@ -311,9 +313,9 @@ def test_scope_snapshot_values_are_decoded_like_scope_headers(
 def test_deferred_captures_are_not_finished_in_a_forked_child(make: Make) -> None:
     capture = make()
     sender = capture.sender
-    sender._running = True  # keep the parent's worker from finishing it first
+    sender._engine.worker.running = True  # keep the parent's worker from finishing it first
     capture.capture(request_view("u-parent"))
     assert sender.pending == 1
-    sender._pid = -1  # what a fork looks like to the sender
+    sender._engine.pid = -1  # what a fork looks like to the sender
     assert sender.stats()["queued"] == 0
     assert sender.pending == 0

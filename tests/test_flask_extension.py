@@ -17,9 +17,9 @@ from flask_login import LoginManager, UserMixin, current_user, login_required, l
 from gunicorn.http.wsgi import FileWrapper
 from werkzeug.test import EnvironBuilder
 
+from moesif_users_middleware.capture import capture_stats
 from moesif_users_middleware.config import ConfigurationError
 from moesif_users_middleware.flask import EXTENSION_KEY, FlaskState, MoesifUsers
-from moesif_users_middleware.hooks import capture_stats
 from moesif_users_middleware.sender import _reset_senders_for_tests, get_sender
 
 PEER = {"REMOTE_ADDR": "198.51.100.23"}

@@ -16,6 +16,7 @@ from samples import REFERENCE_USER
 from servers import CollectorHandle, ServerThread
 
 from moesif_users_middleware import ConfigurationError, User, ValidationError
+from moesif_users_middleware._delivery.kinds import USERS
 from moesif_users_middleware.retry import RetryPolicy
 from moesif_users_middleware.sender import (
     SENDER_OPTIONS,
@@ -226,16 +227,17 @@ def test_queue_users_validates_everything_first(collector: CollectorHandle, app_
     assert sender.stats()["queued"] == 0
 
 
-def test_queue_validated_skips_validation_and_keeps_records_intact(
+def test_the_engine_queues_validated_records_intact(
     collector: CollectorHandle, app_id: str
 ) -> None:
     sender = make_sender(app_id, collector.url)
+    engine = sender._engine
     metadata = {"plan": {"tier": "pro"}}
     first = {"user_id": "hot", "metadata": metadata, "session_token": "t1"}
     second = {"user_id": "hot", "metadata": {"plan": {"seats": 2}}, "session_token": "t2"}
-    assert sender.queue_validated(first, 1.0)
-    assert sender.queue_validated(second, 2.0)
-    assert sender.queue_validated({"no": "user id"}, 3.0) is False
+    assert engine.queue(USERS, first, 1.0, None)
+    assert engine.queue(USERS, second, 2.0, None)
+    assert engine.queue(USERS, {"no": "user id"}, 3.0, None) is False
     assert sender.flush(timeout=10)
     assert first == {"user_id": "hot", "metadata": {"plan": {"tier": "pro"}}, "session_token": "t1"}
     assert metadata == {"plan": {"tier": "pro"}}
@@ -408,9 +410,10 @@ def test_pid_check_resets_state_inherited_from_another_process(
     collector: CollectorHandle, app_id: str
 ) -> None:
     sender = make_sender(app_id, collector.url)
-    with sender._lock:  # state as a parent would leave it: pending, no thread here
-        sender._buffer.add("from-parent", {"user_id": "from-parent"})
-    sender._pid = -1  # the process id changed without the at-fork hook running
+    engine = sender._engine
+    with engine.lock:  # state as a parent would leave it: pending, no thread here
+        engine.buffer.add(("users", "from-parent"), {"user_id": "from-parent"}, "user_id")
+    engine.pid = -1  # the process id changed without the at-fork hook running
     assert sender.queue_user({"user_id": "from-child"})
     assert sender.pending == 1
     assert sender.stats()["queued"] == 1
@@ -427,7 +430,7 @@ def test_warns_once_under_uwsgi_without_threads(
 ) -> None:
     import types
 
-    from moesif_users_middleware import sender as sender_module
+    from moesif_users_middleware import _lifecycle as sender_module
 
     fake = types.ModuleType("uwsgi")
     fake.opt = {"master": True}  # type: ignore[attr-defined]

@@ -9,15 +9,11 @@ from typing import Any
 
 import pytest
 
+from moesif_users_middleware._delivery.batches import Item, pack, serialize
+from moesif_users_middleware._delivery.buffer import MAX_TOKENS_PER_RECORD, Entry, PendingBuffer
+from moesif_users_middleware._delivery.unchanged import Unchanged
 from moesif_users_middleware.config import ConfigurationError
 from moesif_users_middleware.retry import RetryPolicy, is_retryable_status
-from moesif_users_middleware.sender_batches import Item, pack, serialize
-from moesif_users_middleware.sender_buffer import (
-    MAX_TOKENS_PER_USER,
-    DeliveredLog,
-    Entry,
-    PendingBuffer,
-)
 from moesif_users_middleware.sender_options import (
     SENDER_OPTIONS,
     SenderOptions,
@@ -30,17 +26,25 @@ def record(user_id: str = "u", **fields: Any) -> dict[str, Any]:
     return {"user_id": user_id, **fields}
 
 
+def K(user_id: str) -> tuple[str, str]:
+    return ("users", user_id)
+
+
+def add(buffer: PendingBuffer, user_id: str, update: dict[str, Any], stamp: float = 0.0) -> bool:
+    return buffer.add(K(user_id), update, "user_id", stamp)
+
+
 # ------------------------------------------------------------------ PendingBuffer
 
 
 def test_new_users_take_slots_and_updates_coalesce() -> None:
     buffer = PendingBuffer(10, 10**9)
-    assert buffer.add("a", record("a", metadata={"x": 1}))
-    assert buffer.add("b", record("b"))
-    assert buffer.add("a", record("a", metadata={"y": 2}, ip_address="1.1.1.1"))
+    assert add(buffer, "a", record("a", metadata={"x": 1}))
+    assert add(buffer, "b", record("b"))
+    assert add(buffer, "a", record("a", metadata={"y": 2}, ip_address="1.1.1.1"))
     assert buffer.slots == 2
     assert (buffer.queued, buffer.coalesced, buffer.dropped) == (3, 1, 0)
-    assert buffer.pending["a"].record == {
+    assert buffer.pending[K("a")].record == {
         "user_id": "a",
         "metadata": {"x": 1, "y": 2},
         "ip_address": "1.1.1.1",
@@ -49,10 +53,10 @@ def test_new_users_take_slots_and_updates_coalesce() -> None:
 
 def test_later_scalars_win_and_metadata_merges_recursively() -> None:
     buffer = PendingBuffer(10, 10**9)
-    buffer.add("u", record(company_id="c1", metadata={"plan": {"tier": "free", "seats": 1}}))
-    buffer.add("u", record(company_id="c2", metadata={"plan": {"tier": "pro"}, "tags": ["a"]}))
-    buffer.add("u", record(metadata={"tags": ["b"]}))
-    assert buffer.pending["u"].record == {
+    add(buffer, "u", record(company_id="c1", metadata={"plan": {"tier": "free", "seats": 1}}))
+    add(buffer, "u", record(company_id="c2", metadata={"plan": {"tier": "pro"}, "tags": ["a"]}))
+    add(buffer, "u", record(metadata={"tags": ["b"]}))
+    assert buffer.pending[K("u")].record == {
         "user_id": "u",
         "company_id": "c2",
         "metadata": {"plan": {"tier": "pro", "seats": 1}, "tags": ["b"]},
@@ -66,33 +70,36 @@ def test_records_given_are_never_mutated() -> None:
     third = record(metadata={"plan": {"tier": "pro"}}, session_token="t3")
     snapshot = copy.deepcopy((first, second, third))
     buffer = PendingBuffer(10, 10**9)
-    buffer.add("u", first)
-    buffer.add("u", second)
+    add(buffer, "u", first)
+    add(buffer, "u", second)
     drained = buffer.drain()
-    buffer.add("u", third)
-    buffer.merge_back(drained["u"].timed_records())
+    add(buffer, "u", third)
+    buffer.merge_back(K("u"), "user_id", drained[K("u")].timed_records())
     assert (first, second, third) == snapshot
-    assert buffer.pending["u"].record["metadata"] == {"plan": {"tier": "pro", "seats": 3}, "n": 1}
+    assert buffer.pending[K("u")].record["metadata"] == {
+        "plan": {"tier": "pro", "seats": 3},
+        "n": 1,
+    }
 
 
 def test_identical_update_skips_the_merge() -> None:
     buffer = PendingBuffer(10, 10**9)
     original = record(metadata={"a": 1})
-    buffer.add("u", original)
-    buffer.add("u", record(metadata={"a": 1}))  # equal, not identical
-    buffer.add("u", original)
-    assert buffer.pending["u"].record is original
+    add(buffer, "u", original)
+    add(buffer, "u", record(metadata={"a": 1}))  # equal, not identical
+    add(buffer, "u", original)
+    assert buffer.pending[K("u")].record is original
     assert buffer.coalesced == 2
 
 
 def test_distinct_session_tokens_are_all_kept_in_order() -> None:
     buffer = PendingBuffer(10, 10**9)
-    buffer.add("u", record(session_token="t1", company_id="c"))
-    buffer.add("u", record(session_token="t2"))
-    buffer.add("u", record(session_token="t2"))
-    buffer.add("u", record(session_token="t3"))
-    buffer.add("u", record(session_token="t1"))  # back to an older token
-    records = buffer.pending["u"].records()
+    add(buffer, "u", record(session_token="t1", company_id="c"))
+    add(buffer, "u", record(session_token="t2"))
+    add(buffer, "u", record(session_token="t2"))
+    add(buffer, "u", record(session_token="t3"))
+    add(buffer, "u", record(session_token="t1"))  # back to an older token
+    records = buffer.pending[K("u")].records()
     assert records[:-1] == [
         {"user_id": "u", "session_token": "t2"},
         {"user_id": "u", "session_token": "t3"},
@@ -102,49 +109,49 @@ def test_distinct_session_tokens_are_all_kept_in_order() -> None:
 
 def test_tokens_per_user_are_bounded() -> None:
     buffer = PendingBuffer(10, 10**9)
-    for index in range(MAX_TOKENS_PER_USER + 5):
-        buffer.add("u", record(session_token=f"t{index}"))
-    entry = buffer.pending["u"]
+    for index in range(MAX_TOKENS_PER_RECORD + 5):
+        add(buffer, "u", record(session_token=f"t{index}"))
+    entry = buffer.pending[K("u")]
     assert entry.tokens is not None
-    assert len(entry.tokens) == MAX_TOKENS_PER_USER
+    assert len(entry.tokens) == MAX_TOKENS_PER_RECORD
     assert buffer.dropped == 4
-    assert entry.record["session_token"] == f"t{MAX_TOKENS_PER_USER + 4}"
+    assert entry.record["session_token"] == f"t{MAX_TOKENS_PER_RECORD + 4}"
 
 
 def test_full_buffer_drops_new_users_but_merges_pending_ones() -> None:
     buffer = PendingBuffer(3, 10**9)
-    assert all(buffer.add(uid, record(uid)) for uid in "abc")
-    assert not buffer.add("d", record("d"))
-    assert not buffer.add("e", record("e"))
-    assert buffer.add("a", record("a", company_id="c"))
+    assert all(add(buffer, uid, record(uid)) for uid in "abc")
+    assert not add(buffer, "d", record("d"))
+    assert not add(buffer, "e", record("e"))
+    assert add(buffer, "a", record("a", company_id="c"))
     assert buffer.dropped == 2
     assert buffer.queued == 4
-    assert set(buffer.pending) == {"a", "b", "c"}
+    assert {key[1] for key in buffer.pending} == {"a", "b", "c"}
 
 
 def test_in_flight_users_keep_their_slot() -> None:
     buffer = PendingBuffer(2, 10**9)
-    buffer.add("a", record("a"))
-    buffer.add("b", record("b"))
+    add(buffer, "a", record("a"))
+    add(buffer, "b", record("b"))
     drained = buffer.drain()
-    assert set(drained) == {"a", "b"}
-    assert not buffer.add("c", record("c"))  # a and b are still being sent
-    assert buffer.add("a", record("a", company_id="new"))  # in flight: no new slot
+    assert {key[1] for key in drained} == {"a", "b"}
+    assert not add(buffer, "c", record("c"))  # a and b are still being sent
+    assert add(buffer, "a", record("a", company_id="new"))  # in flight: no new slot
     assert buffer.slots == 2
-    buffer.release(["a", "b"])
+    buffer.release([K("a"), K("b")])
     assert buffer.slots == 1  # "a" is pending again
-    assert buffer.add("c", record("c"))
+    assert add(buffer, "c", record("c"))
     assert buffer.slots == 2
 
 
 def test_merge_back_goes_under_newer_updates() -> None:
     buffer = PendingBuffer(10, 10**9)
-    buffer.add("u", record(session_token="t1", metadata={"a": 1, "b": 1}, company_id="old"))
+    add(buffer, "u", record(session_token="t1", metadata={"a": 1, "b": 1}, company_id="old"))
     drained = buffer.drain()
-    buffer.add("u", record(session_token="t2", metadata={"a": 2}))
-    buffer.merge_back(drained["u"].timed_records())
-    buffer.release(["u"])
-    entry = buffer.pending["u"]
+    add(buffer, "u", record(session_token="t2", metadata={"a": 2}))
+    buffer.merge_back(K("u"), "user_id", drained[K("u")].timed_records())
+    buffer.release([K("u")])
+    entry = buffer.pending[K("u")]
     assert entry.records() == [
         {"user_id": "u", "session_token": "t1"},
         {"user_id": "u", "session_token": "t2", "metadata": {"a": 2, "b": 1}, "company_id": "old"},
@@ -155,21 +162,21 @@ def test_merge_back_goes_under_newer_updates() -> None:
 def test_merge_back_of_a_user_with_older_tokens_keeps_their_order() -> None:
     buffer = PendingBuffer(10, 10**9)
     for token in ("t1", "t2", "t3"):
-        buffer.add("u", record(session_token=token))
-    failed = buffer.drain()["u"].timed_records()
-    buffer.merge_back(failed)
-    buffer.release(["u"])
-    assert buffer.pending["u"].timed_records() == failed
+        add(buffer, "u", record(session_token=token))
+    failed = buffer.drain()[K("u")].timed_records()
+    buffer.merge_back(K("u"), "user_id", failed)
+    buffer.release([K("u")])
+    assert buffer.pending[K("u")].timed_records() == failed
 
 
 def test_observed_sizes_turn_the_byte_bound_into_a_user_bound() -> None:
     buffer = PendingBuffer(10_000, 100_000)
-    buffer.observe(total_bytes=10_000_000, users=1_000)  # 10 KB per user
+    buffer.observe(total_bytes=10_000_000, records=1_000)  # 10 KB per record
     assert buffer.slot_limit < 100
-    buffer.observe(total_bytes=100, users=1)
-    buffer.observe(total_bytes=100, users=1)
-    buffer.observe(total_bytes=100, users=1)
-    buffer.observe(total_bytes=100, users=1)
+    buffer.observe(total_bytes=100, records=1)
+    buffer.observe(total_bytes=100, records=1)
+    buffer.observe(total_bytes=100, records=1)
+    buffer.observe(total_bytes=100, records=1)
     assert buffer.slot_limit > 50
 
 
@@ -177,22 +184,22 @@ def test_observed_sizes_turn_the_byte_bound_into_a_user_bound() -> None:
 
 
 def test_delivered_log_skips_identical_updates_within_the_interval() -> None:
-    log = DeliveredLog(capacity=2, interval=10.0)
-    log.delivered("a", 111, 100.0, ({"user_id": "a"}, 0.0, None))
-    assert log.unchanged("a", 111, now=105.0)
-    assert not log.unchanged("a", 222, now=105.0)
-    assert not log.unchanged("a", 111, now=110.5)
-    assert not log.unchanged("b", 111, now=105.0)
-    log.delivered("b", 1, 101.0, ({"user_id": "b"}, 0.0, None))
-    log.delivered("c", 1, 102.0, ({"user_id": "c"}, 0.0, None))  # evicts "a"
+    log = Unchanged(capacity=2, interval=10.0)
+    log.delivered(K("a"), 111, 100.0, ({"user_id": "a"}, 0.0, None), "user_id")
+    assert log.unchanged(K("a"), 111, now=105.0)
+    assert not log.unchanged(K("a"), 222, now=105.0)
+    assert not log.unchanged(K("a"), 111, now=110.5)
+    assert not log.unchanged(K("b"), 111, now=105.0)
+    log.delivered(K("b"), 1, 101.0, ({"user_id": "b"}, 0.0, None), "user_id")
+    log.delivered(K("c"), 1, 102.0, ({"user_id": "c"}, 0.0, None), "user_id")  # evicts "a"
     assert len(log) == 2
-    assert not log.unchanged("a", 111, now=103.0)
+    assert not log.unchanged(K("a"), 111, now=103.0)
 
 
 def test_delivered_log_disabled_with_zero_interval() -> None:
-    log = DeliveredLog(capacity=10, interval=0)
-    log.delivered("a", 1, 1.0, ({"user_id": "a"}, 0.0, None))
-    assert not log.unchanged("a", 1, now=1.0)
+    log = Unchanged(capacity=10, interval=0)
+    log.delivered(K("a"), 1, 1.0, ({"user_id": "a"}, 0.0, None), "user_id")
+    assert not log.unchanged(K("a"), 1, now=1.0)
     assert len(log) == 0
 
 
@@ -201,7 +208,8 @@ def test_delivered_log_disabled_with_zero_interval() -> None:
 
 def items(count: int, size: int = 0) -> list[Item]:
     entries = [
-        (f"u{i}", Entry(record(f"u{i}", metadata={"pad": "x" * size}))) for i in range(count)
+        (K(f"u{i}"), Entry(record(f"u{i}", metadata={"pad": "x" * size}), "user_id"))
+        for i in range(count)
     ]
     out, errors = serialize(entries)
     assert errors == []
@@ -231,18 +239,18 @@ def test_pack_by_bytes_and_drop_oversize_items() -> None:
 def test_halves_keep_every_record() -> None:
     (batch,), _ = pack(items(7), batch_size=10, max_batch_bytes=10**6)
     first, second = batch.halves()
-    assert [i.user_id for i in first.items + second.items] == [i.user_id for i in batch.items]
+    assert [i.key for i in first.items + second.items] == [i.key for i in batch.items]
     assert len(first.body()) == first.size
     assert len(second.body()) == second.size
 
 
 def test_serialize_marks_the_main_record_and_reports_bad_ones() -> None:
-    entry = Entry(record("a", session_token="t1"))
+    entry = Entry(record("a", session_token="t1"), "user_id")
     entry.tokens = ["t0"]
-    bad = Entry(record("b", metadata={"x": float("nan")}))
-    out, errors = serialize([("a", entry), ("b", bad)])
-    assert [(i.user_id, i.main) for i in out] == [("a", False), ("a", True)]
-    assert [(uid, type(exc)) for uid, _, exc in errors] == [("b", ValueError)]
+    bad = Entry(record("b", metadata={"x": float("nan")}), "user_id")
+    out, errors = serialize([(K("a"), entry), (K("b"), bad)])
+    assert [(i.key[1], i.main) for i in out] == [("a", False), ("a", True)]
+    assert [(key[1], type(exc)) for key, _, exc in errors] == [("b", ValueError)]
     assert out[1].text == (
         '{"user_id":"a","session_token":"t1","modified_time":"1970-01-01T00:00:00.000Z"}'
     )

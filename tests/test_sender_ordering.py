@@ -17,6 +17,7 @@ import pytest
 from faults import Accept, Blackhole, FaultServer
 from servers import CollectorHandle
 
+from moesif_users_middleware._delivery.buffer import PendingBuffer
 from moesif_users_middleware._time import seconds_of, utc_text
 from moesif_users_middleware.retry import RetryPolicy
 from moesif_users_middleware.sender import (
@@ -25,7 +26,6 @@ from moesif_users_middleware.sender import (
     flush_all,
     get_sender,
 )
-from moesif_users_middleware.sender_buffer import PendingBuffer
 
 FAST_RETRY = RetryPolicy(
     backoff_base=0.02,
@@ -124,21 +124,25 @@ def test_a_later_call_without_a_time_makes_the_update_newer(
 
 
 def test_a_failed_record_newer_by_its_time_merges_over_the_pending_one() -> None:
+    key = ("users", "u")
     buffer = PendingBuffer(10, 10**9)
-    buffer.add("u", {"user_id": "u", "company_id": "failed"}, 200.0)
-    failed = buffer.drain()["u"].timed_records()
-    buffer.add("u", {"user_id": "u", "company_id": "pending", "ip_address": "1.2.3.4"}, 100.0)
-    buffer.merge_back(failed)
-    entry = buffer.pending["u"]
+    buffer.add(key, {"user_id": "u", "company_id": "failed"}, "user_id", 200.0)
+    failed = buffer.drain()[key].timed_records()
+    record = {"user_id": "u", "company_id": "pending", "ip_address": "1.2.3.4"}
+    buffer.add(key, record, "user_id", 100.0)
+    buffer.merge_back(key, "user_id", failed)
+    entry = buffer.pending[key]
     assert entry.record == {"user_id": "u", "company_id": "failed", "ip_address": "1.2.3.4"}
     assert entry.stamp == 200.0
     # ... and an older one (the usual case: it was queued first) merges under it.
     buffer = PendingBuffer(10, 10**9)
-    buffer.add("u", {"user_id": "u", "company_id": "failed", "metadata": {"a": 1}}, 100.0)
-    failed = buffer.drain()["u"].timed_records()
-    buffer.add("u", {"user_id": "u", "company_id": "pending"}, 200.0)
-    buffer.merge_back(failed)
-    entry = buffer.pending["u"]
+    buffer.add(
+        key, {"user_id": "u", "company_id": "failed", "metadata": {"a": 1}}, "user_id", 100.0
+    )
+    failed = buffer.drain()[key].timed_records()
+    buffer.add(key, {"user_id": "u", "company_id": "pending"}, "user_id", 200.0)
+    buffer.merge_back(key, "user_id", failed)
+    entry = buffer.pending[key]
     assert entry.record == {"user_id": "u", "company_id": "pending", "metadata": {"a": 1}}
     assert entry.stamp == 200.0
 

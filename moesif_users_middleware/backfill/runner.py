@@ -22,23 +22,16 @@ import json
 import queue
 import threading
 import time
-import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from .._delivery.post import Answer, Outcome, Part, deliver_split, post_with_retries, refusal
 from ..models import ValidationError, normalize_user
-from ..retry import DEFAULT_RETRY, RetryPolicy, is_retryable_status
+from ..retry import DEFAULT_RETRY, RetryPolicy
 from ..sender_options import SenderOptions
-from ..transport import (
-    BATCH_PATH,
-    GZIP_LEVEL,
-    ApiError,
-    RawResponse,
-    TransportError,
-    UsersClient,
-)
+from ..transport import BATCH_PATH, ApiError, UsersClient, compress
 from .checkpoint import Checkpoint, save_checkpoint
 from .progress import NullProgress, Progress, plural
 from .readers import Item, MalformedInputError, Skipped, Unparsed
@@ -316,7 +309,7 @@ class Backfill:
             return
         if batch.parts:
             body = b"[" + b",".join(batch.parts) + b"]"
-            batch.body, batch.encoding = _compress(body) if self.options.gzip else (body, None)
+            batch.body, batch.encoding = compress(body) if self.options.gzip else (body, None)
             pacer.wait(len(batch.parts), self._stopping)
         self._put(batch)
 
@@ -412,74 +405,54 @@ class Backfill:
         )
 
     def _deliver(self, batch: _Batch) -> list[tuple[int, str | None, str]]:
-        """Send a batch; returns the users the API refused as (index, field, message)."""
-        refused: list[tuple[int, str | None, str]] = []
-        pending: list[list[int]] = []
-        response = self._post(batch.body, batch.encoding)
-        first = True
-        while True:
-            if not first:
-                if not pending:
-                    return refused
-                indices = pending.pop()
-                body = b"[" + b",".join(batch.parts[i] for i in indices) + b"]"
-                response = self._post(*(_compress(body) if self.options.gzip else (body, None)))
-            else:
-                indices = list(range(len(batch.parts)))
-                first = False
-            status = response.status_code
-            if 200 <= status < 300:
-                self.summary.batches += 1
-                continue
-            if status == 413:
-                if len(indices) == 1:
-                    refused.append((indices[0], None, "too large (413)"))
-                else:
-                    middle = len(indices) // 2
-                    pending += [indices[middle:], indices[:middle]]
-                continue
-            if status in (400, 422):
-                index, field_name, message = _refusal(response)
-                if index is not None and 0 <= index < len(indices):
-                    refused.append((indices[index], field_name, message))
-                    rest = indices[:index] + indices[index + 1 :]
-                    if rest:
-                        pending.append(rest)
-                elif len(indices) == 1:
-                    refused.append((indices[0], field_name, message))
-                else:
-                    middle = len(indices) // 2
-                    pending += [indices[middle:], indices[:middle]]
-                continue
-            raise _Stop(f"the API refused the batch: {response.error()}")
+        """Send a batch; returns the users the API refused as (index, field, message).
 
-    def _post(self, body: bytes, encoding: str | None) -> RawResponse:
-        """POST with retries until 2xx, a non-retryable answer, or the retry budget ends."""
-        assert self.client is not None
-        policy = self.options.retry
-        deadline = time.monotonic() + self.options.retry_timeout
-        attempt = 0
-        while True:
-            error: ApiError
-            try:
-                response = self.client.post_body(BATCH_PATH, body, encoding)
-            except TransportError as exc:
-                error = exc
+        Raises ``_Stop`` when the API stays unavailable or refuses the batch as a whole.
+        """
+        refused: list[tuple[int, str | None, str]] = []
+        whole = len(batch.parts)
+
+        def post(part: Part) -> Answer:
+            if len(part) == whole:  # encoded (and gzipped) ahead, while the last one was sent
+                return self._post(batch.body, batch.encoding)
+            body = b"[" + b",".join(batch.parts[i] for i in part) + b"]"
+            return self._post(*(compress(body) if self.options.gzip else (body, None)))
+
+        def settle(part: Part, answer: Answer) -> None:
+            outcome = answer.outcome
+            if outcome is Outcome.SENT:
+                self.summary.batches += 1
+            elif outcome is Outcome.TOO_LARGE:
+                refused.append((part[0], None, "too large (413)"))
+            elif outcome is Outcome.REJECTED and answer.status in (400, 422):
+                _, field_name, message = refusal(answer)
+                refused.extend((index, field_name, message) for index in part)
+            elif outcome is Outcome.REJECTED:
+                error = ApiError(answer.status or 0, answer.text)
+                raise _Stop(f"the API refused the batch: {error}")
+            elif self._stopping.is_set():
+                raise _Stop(f"interrupted while retrying: {answer.error}")
             else:
-                if response.status_code < 300 or not is_retryable_status(response.status_code):
-                    return response
-                error = response.error()
-            wait = (
-                policy.backoff(attempt)
-                if error.retry_after is None
-                else policy.retry_after(error.retry_after)
-            )
-            attempt += 1
-            if time.monotonic() + wait > deadline:
-                raise _Stop(f"not delivered after {plural(attempt, 'attempt')}: {error}")
-            self.summary.retries += 1
-            if self._stopping.wait(wait):  # only an interrupt sets it while we send
-                raise _Stop(f"interrupted while retrying: {error}")
+                attempts = plural(answer.attempts, "attempt")
+                raise _Stop(f"not delivered after {attempts}: {answer.error}")
+
+        deliver_split(whole, post, settle, bisect_unnamed=True)
+        return refused
+
+    def _post(self, body: bytes, encoding: str | None) -> Answer:
+        """POST with retries until 2xx, a final answer, or the retry budget ends."""
+        client = self.client
+        assert client is not None
+        deadline = time.monotonic() + self.options.retry_timeout
+        answer = post_with_retries(
+            lambda: client.post_body(BATCH_PATH, body, encoding),
+            self.options.retry,
+            deadline=lambda: deadline,
+            now=time.monotonic,
+            wait_until=lambda moment: not self._stopping.wait(max(0.0, moment - time.monotonic())),
+        )
+        self.summary.retries += max(0, answer.attempts - 1)
+        return answer
 
 
 class _Pacer:
@@ -498,29 +471,6 @@ class _Pacer:
         delay = due - time.monotonic()
         if delay > 0:
             stop.wait(delay)
-
-
-def _compress(body: bytes) -> tuple[bytes, str]:
-    packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-    return packer.compress(body) + packer.flush(), "gzip"
-
-
-def _refusal(response: RawResponse) -> tuple[int | None, str | None, str]:
-    """``(index, field, message)`` from a 400 body such as the collector's."""
-    try:
-        data = json.loads(response.text)
-    except ValueError:
-        return None, None, f"{response.status_code} {response.text[:300]}".strip()
-    if not isinstance(data, Mapping):
-        return None, None, f"{response.status_code} {response.text[:300]}"
-    index = data.get("index")
-    field_name = data.get("field")
-    message = data.get("message") or data.get("error") or str(response.status_code)
-    return (
-        index if type(index) is int else None,
-        field_name if isinstance(field_name, str) else None,
-        str(message),
-    )
 
 
 def _surrogate_field(value: Any, path: str = "") -> str | None:

@@ -1,10 +1,11 @@
 """Turning drained entries into POST bodies: serialize each record once, pack by count and bytes.
 
 Records are serialized to compact ASCII JSON (so characters equal bytes), one string per
-record; a batch body is ``[`` + the strings joined by ``,`` + ``]``. Each record's
-``modified_time`` (its entry's stamp) is appended to its string last, so the string before
-it gives the user's fingerprint for skip-unchanged: the same values at another moment are
-the same update.
+record; a batch body is ``[`` + the strings joined by ``,`` + ``]``: a batch is encoded
+once, and a part of it (after a 413) is re-joined, not re-encoded. Each record's
+``modified_time`` (its entry's stamp) is appended to its string last, so the string
+before it gives the key's fingerprint for skip-unchanged: the same values at another
+moment are the same update.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._time import utc_text
-from .sender_buffer import Entry, Timed
+from .._time import utc_text
+from .buffer import Entry, Timed
+from .kinds import Key
 
 __all__ = ["Batch", "Item", "pack", "serialize"]
 
@@ -24,9 +26,9 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 @dataclass
 class Item:
-    """One serialized record; ``main`` marks a user's merged record (vs. an older token)."""
+    """One serialized record; ``main`` marks a key's merged record (vs. an older token)."""
 
-    user_id: str
+    key: Key
     record: dict[str, Any]
     text: str
     main: bool
@@ -52,27 +54,32 @@ class Batch:
         return ("[" + ",".join(item.text for item in self.items) + "]").encode("ascii")
 
     def halves(self) -> tuple[Batch, Batch]:
-        """Split in two (for a 413 answer)."""
+        """Split in two (after a 413, or to find the record a 400 refused)."""
         middle = len(self.items) // 2
-        return _batch(self.items[:middle]), _batch(self.items[middle:])
+        return batch_of(self.items[:middle]), batch_of(self.items[middle:])
+
+    def without(self, index: int) -> Batch:
+        """The batch less its ``index``-th record (one the API refused)."""
+        return batch_of(self.items[:index] + self.items[index + 1 :])
 
 
-def _batch(items: list[Item]) -> Batch:
+def batch_of(items: list[Item]) -> Batch:
+    """A batch of these items."""
     return Batch(items, 2 + sum(len(item.text) for item in items) + max(0, len(items) - 1))
 
 
 def serialize(
-    entries: Iterable[tuple[str, Entry]],
-) -> tuple[list[Item], list[tuple[str, dict[str, Any], Exception]]]:
+    entries: Iterable[tuple[Key, Entry]],
+) -> tuple[list[Item], list[tuple[Key, dict[str, Any], Exception]]]:
     """Serialize every entry's records; unserializable ones come back as errors.
 
     A record fails here only if the caller changed it after queueing (validation ran
     when it was queued).
     """
     items: list[Item] = []
-    errors: list[tuple[str, dict[str, Any], Exception]] = []
+    errors: list[tuple[Key, dict[str, Any], Exception]] = []
     encode = _ENCODER.encode
-    for user_id, entry in entries:
+    for key, entry in entries:
         records = entry.records()
         last = len(records) - 1
         stamp, stamp_text = entry.stamp, entry.stamp_text
@@ -84,18 +91,10 @@ def serialize(
                 else:
                     text = encode(record)
             except (TypeError, ValueError, RecursionError, RuntimeError) as exc:
-                errors.append((user_id, record, exc))
+                errors.append((key, record, exc))
                 continue
             items.append(
-                Item(
-                    user_id,
-                    record,
-                    text[:-1] + moment,
-                    index == last,
-                    stamp,
-                    stamp_text,
-                    hash(text),
-                )
+                Item(key, record, text[:-1] + moment, index == last, stamp, stamp_text, hash(text))
             )
     return items, errors
 

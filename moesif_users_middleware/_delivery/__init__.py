@@ -1,0 +1,17 @@
+"""Delivery: everything between "an update was accepted" and "the API confirmed it".
+
+The arrows point one way, from the facade (:mod:`moesif_users_middleware.sender`) down:
+
+- :mod:`.inbox` holds deferred captures (a deque append on the request path) and
+  finishes them in order by calling the function each one carries: it never looks inside;
+- :mod:`.buffer` coalesces pending records per (kind, id), bounded by slots and bytes;
+- :mod:`.unchanged` is the one place that decides "unchanged": a repeat of a key's last
+  capture, or a record identical to what was last delivered for its key;
+- :mod:`.batches` serializes records once and packs them by count and bytes;
+- :mod:`.post` sends one batch: retries, ``Retry-After``, the deadline, 413 and 400
+  splitting (the backfill command uses it too);
+- :mod:`.engine` runs it: the worker thread, send cycles, flush tickets, shutdown.
+
+Records are plain wire-form dicts of one :class:`.kinds.RecordKind` (users; companies are
+a second kind, not a copy).
+"""

@@ -1,0 +1,258 @@
+"""The delivery engine: one per sender, owning its pending records and its worker thread.
+
+What it holds, and who may touch it:
+
+- the inbox of deferred captures: appended to on the request path (no lock; a deque
+  append is atomic), finished in order under ``inbox_lock`` by whichever thread drains it;
+- the pending buffer, the "unchanged" memories and the counters: under ``lock``;
+- the worker thread, flush tickets and shutdown: :class:`.worker.Worker`, under the same
+  ``lock``; it runs send cycles (:mod:`.cycle`).
+
+A deferred capture is a tuple whose first element is the function that finishes it, the
+second its :class:`RecordKind`, the third its id, the last its moment (``time.time()``);
+what lies between is the capture's own business, compared only to spot repeats.
+Finishing returns :class:`Finished` (the records to queue) or ``None``; the engine never
+looks inside the capture, and the capture never reaches into the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from .._time import seconds_of
+from ..ratelimit import RateLimitedLog
+from ..retry import RetryPolicy
+from ..sender_options import SenderOptions
+from .buffer import PendingBuffer
+from .kinds import Key, RecordKind
+from .unchanged import Unchanged
+from .worker import Connect, Worker
+
+__all__ = ["INBOX_MAX", "INBOX_WAKE", "Engine", "Finished"]
+
+logger = logging.getLogger("moesif_users_middleware.sender")
+_monotonic = time.monotonic
+# The worker is woken to finish deferred captures once this many wait; at the hard bound
+# the request thread that adds one finishes the oldest INBOX_WAKE of them itself.
+INBOX_WAKE = 256
+INBOX_MAX = 4096
+_MIN_MEMORY = 10_000  # keys remembered as delivered (or captured) at least
+
+
+class Finished(NamedTuple):
+    """What finishing a deferred capture gives: the records to queue (with their kind),
+    and whether an equal capture later may be skipped as a repeat (plain data only)."""
+
+    records: Sequence[tuple[RecordKind, dict[str, Any]]]
+    repeatable: bool
+
+
+class Engine:
+    """State and the thread-safe operations on it; the facade is ``sender.Sender``."""
+
+    def __init__(
+        self,
+        options: SenderOptions,
+        retry: RetryPolicy,
+        connect: Connect,
+        warnings: RateLimitedLog,
+        on_start: Callable[[], None],
+    ) -> None:
+        self.options = options
+        self.retry = retry
+        self.connect = connect  # a new HTTP client (the worker's)
+        self.warnings = warnings
+        self.on_start = on_start  # called when the worker thread starts
+        self.reset()
+
+    def reset(self) -> None:
+        """A fresh state: at creation, and in a forked child (the parent's stays there)."""
+        options = self.options
+        self.pid = os.getpid()
+        self.rng = random.Random()  # reseeded per process so forked workers do not align
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.inbox: deque[tuple[Any, ...]] = deque()
+        self.inbox_lock = threading.Lock()  # one drainer at a time keeps the order
+        self.inbox_signalled = False
+        self.buffer = PendingBuffer(options.max_queue_size, options.max_queue_bytes)
+        memory = max(_MIN_MEMORY, options.max_queue_size)
+        self.unchanged = Unchanged(memory, options.min_update_interval)
+        self.skipped = 0
+        self.sent = 0
+        self.batches = 0
+        self.retries = 0
+        self.failed = 0
+        self.dropped = 0
+        self.worker = Worker(self)
+
+    # -- queueing ------------------------------------------------------------------------
+
+    def queue(
+        self, kind: RecordKind, record: dict[str, Any], stamp: float, stamp_text: str | None
+    ) -> bool:
+        """Queue one validated record; ``False`` if dropped (the buffer is full). Never raises."""
+        try:
+            key = (kind.name, record[kind.id_field])
+            with self.lock:
+                buffer = self.buffer
+                accepted = buffer.add(key, record, kind.id_field, stamp, stamp_text)
+                worker = self.worker
+                if not worker.running:
+                    worker.start()
+                if buffer.slots >= buffer.wake_slots and not worker.urgent:
+                    worker.urgent = True
+                    self.cond.notify_all()
+        except Exception:
+            logger.debug("an unusable record was dropped", exc_info=True)
+            return False
+        if not accepted:
+            self.warnings.warning(
+                "queue-full",
+                "Moesif users sender: %d records pending (%s reached); updates for new "
+                "users are being dropped",
+                buffer.slots,
+                buffer.bound,
+            )
+        return accepted
+
+    def queue_direct(self, kind: RecordKind, records: Sequence[dict[str, Any]]) -> bool:
+        """Queue validated records given directly (``queue_user``); ``True`` if all accepted.
+
+        Under the drainer's lock: captures made before are finished first, and no capture
+        of these keys can be remembered as their last in between (a repeat of it would
+        then be skipped although this update came after it).
+        """
+        accepted = True
+        with self.inbox_lock:
+            self.drain_locked()
+            unchanged = self.unchanged
+            for record in records:
+                unchanged.forget((kind.name, record[kind.id_field]))
+                if not self.queue(kind, record, *_stamp_of(record)):
+                    accepted = False
+        return accepted
+
+    # -- the inbox -----------------------------------------------------------------------
+
+    def defer(self, item: tuple[Any, ...]) -> None:
+        """Hand over a capture to be finished off the request path (never raises or blocks)."""
+        inbox = self.inbox
+        inbox.append(item)
+        if len(inbox) >= INBOX_WAKE:
+            self._inbox_backlog(len(inbox))
+        elif not self.worker.running:
+            with self.lock:
+                if not self.worker.running:
+                    self.worker.start()
+
+    def _inbox_backlog(self, size: int) -> None:
+        if size >= INBOX_MAX:
+            # The worker is busy (a slow API): finish the oldest here rather than grow; a
+            # batch at a time, so no one request pauses for the whole backlog.
+            if self.inbox_lock.acquire(blocking=False):
+                try:
+                    self.drain_locked(INBOX_WAKE)
+                finally:
+                    self.inbox_lock.release()
+            return
+        if not self.inbox_signalled:
+            self.inbox_signalled = True
+            with self.lock:
+                if not self.worker.running:
+                    self.worker.start()
+                self.cond.notify_all()
+
+    def drain(self) -> None:
+        """Finish every deferred capture now, in this thread."""
+        if self.inbox:
+            with self.inbox_lock:
+                self.drain_locked()
+
+    def drain_locked(self, limit: int = -1) -> None:
+        """Finish the oldest ``limit`` deferred captures (all: -1); ``inbox_lock`` is held."""
+        inbox = self.inbox
+        self.inbox_signalled = False
+        unchanged = self.unchanged
+        now = _monotonic()
+        repeats: dict[Key, float] = {}  # key -> the newest repeat's moment
+        repeated = 0
+        while inbox and limit:
+            limit -= 1
+            item = inbox.popleft()
+            key: Key = (item[1].name, item[2])
+            signature = item[:-1]
+            try:
+                if unchanged.repeat(key, signature, now):
+                    repeats[key] = item[-1]
+                    repeated += 1
+                    continue
+                finished = item[0](item)
+                if finished is None:
+                    unchanged.forget(key)
+                    continue
+                queued = True
+                for kind, record in finished.records:
+                    queued = self.queue(kind, record, item[-1], None) and queued
+                if queued and finished.repeatable:
+                    unchanged.remember(key, signature, now)
+                else:
+                    unchanged.forget(key)
+            except Exception:
+                logger.debug("a deferred capture failed", exc_info=True)
+                unchanged.forget(key)
+        if repeats:
+            self._count_repeats(repeats, repeated)
+
+    def _count_repeats(self, repeats: dict[Key, float], count: int) -> None:
+        """Repeats count as queued and coalesced, and keep their moment: the pending record,
+        or the delivered one (re-asserted later, see ``Unchanged``), becomes that new."""
+        with self.lock:
+            buffer = self.buffer
+            buffer.queued += count
+            buffer.coalesced += count
+            pending = buffer.pending
+            for key, stamp in repeats.items():
+                entry = pending.get(key)
+                if entry is not None:
+                    entry.touch(stamp, None)
+                else:
+                    self.unchanged.touch(key, stamp, None)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """The counters (deferred captures are finished first)."""
+        self.drain()
+        with self.lock:
+            buffer = self.buffer
+            return {
+                "queued": buffer.queued,
+                "coalesced": buffer.coalesced,
+                "skipped_unchanged": self.skipped,
+                "sent": self.sent,
+                "batches": self.batches,
+                "retries": self.retries,
+                "failed": self.failed,
+                "dropped": buffer.dropped + self.dropped,
+            }
+
+    @property
+    def pending(self) -> int:
+        """Keys waiting to be sent or being sent, and captures not yet finished."""
+        return self.buffer.slots + len(self.inbox)
+
+
+def _stamp_of(record: dict[str, Any]) -> tuple[float, str | None]:
+    """A record's moment: the caller's ``modified_time`` if given, else now."""
+    text = record.get("modified_time")
+    if text is None:
+        return time.time(), None
+    return seconds_of(text), text
