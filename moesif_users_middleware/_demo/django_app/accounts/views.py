@@ -10,7 +10,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.tokens import issue_token, token_required
+from .tokens import issue_token, token_required
 
 
 def _credentials(request: HttpRequest) -> tuple[str, str]:
