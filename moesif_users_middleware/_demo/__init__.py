@@ -8,7 +8,8 @@ describes; read them as examples:
 - ``fastapi_app``: FastAPI with a bearer-token dependency (Starlette middleware);
 - ``starlette_app``: Starlette ``AuthenticationMiddleware`` with API keys;
 - ``django_app``: a Django project (settings, URLs, WSGI/ASGI entry points) with one app,
-  ``accounts`` (companies, member profiles, signed API tokens).
+  ``accounts`` (companies, member profiles, signed API tokens);
+- ``accounts``: the account record and password check the first three share.
 
 Importing this package imports no framework; each module imports only its own.
 """

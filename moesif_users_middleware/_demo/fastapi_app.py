@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
@@ -31,30 +31,16 @@ from pydantic import BaseModel
 
 from moesif_users_middleware.starlette import MoesifUsersMiddleware, ResponseView
 
+from .accounts import Account, check_password, sample_accounts
+
 __all__ = ["Account", "app", "create_app", "issue_token"]
 
 SECRET_KEY = os.environ.get("EXAMPLE_SECRET_KEY", "example-secret-not-for-production").encode()
 
-
-@dataclass(frozen=True)
-class Account:
-    """A user record, as a real app would load it from its database."""
-
-    id: str
-    email: str
-    name: str
-    company_id: str
-    plan: str = "free"
-
-
-# email -> (password, account). A real app has a database and hashed passwords.
-ACCOUNTS: dict[str, tuple[str, Account]] = {
-    "alice@acme.example": (
-        "wonderland",
-        Account("u-alice", "alice@acme.example", "Alice", "acme", "pro"),
-    ),
-    "bob@globex.example": ("builder", Account("u-bob", "bob@globex.example", "Bob", "globex")),
-}
+ACCOUNTS = sample_accounts(
+    ("wonderland", Account("u-alice", "alice@acme.example", "Alice", "acme", "pro")),
+    ("builder", Account("u-bob", "bob@globex.example", "Bob", "globex")),
+)
 
 
 def issue_token(account: Account) -> str:
@@ -153,10 +139,10 @@ def create_app(
 
     @api.post("/login")
     async def login(body: Credentials) -> dict[str, str]:
-        entry = ACCOUNTS.get(body.email)
-        if entry is None or not hmac.compare_digest(entry[0].encode(), body.password.encode()):
+        account = check_password(ACCOUNTS, body.email, body.password)
+        if account is None:
             raise HTTPException(401, "wrong email or password")
-        return {"token": issue_token(entry[1]), "user_id": entry[1].id}
+        return {"token": issue_token(account), "user_id": account.id}
 
     @api.get("/me")
     async def me(account: CurrentAccount) -> dict[str, str]:

@@ -23,10 +23,9 @@ campaign are picked up by the extension's defaults.
 
 from __future__ import annotations
 
-import hmac
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, TypeVar, cast
 
 import flask_login
@@ -36,34 +35,26 @@ from itsdangerous import BadSignature, URLSafeSerializer
 
 from moesif_users_middleware.flask import MoesifUsers
 
+from . import accounts
+from .accounts import check_password, sample_accounts
+
 __all__ = ["Account", "create_app", "issue_token", "moesif"]
 
 SECRET_KEY = os.environ.get("EXAMPLE_SECRET_KEY", "example-secret-not-for-production")
 _tokens = URLSafeSerializer(SECRET_KEY, salt="api-token")
 
 
-@dataclass(frozen=True)
-class Account(UserMixin):  # type: ignore[misc]
-    """A user record, as a real app would load it from its database."""
-
-    id: str
-    email: str
-    name: str
-    company_id: str
-    plan: str = "free"
+class Account(accounts.Account, UserMixin):  # type: ignore[misc]
+    """The account record, as Flask-Login's ``current_user``."""
 
 
-# email -> (password, account). A real app has a database and hashed passwords.
-ACCOUNTS: dict[str, tuple[str, Account]] = {
-    "alice@acme.example": (
-        "wonderland",
-        Account("u-alice", "alice@acme.example", "Alice", "acme", "pro"),
-    ),
-    "bob@globex.example": ("builder", Account("u-bob", "bob@globex.example", "Bob", "globex")),
-}
+ACCOUNTS = sample_accounts(
+    ("wonderland", Account("u-alice", "alice@acme.example", "Alice", "acme", "pro")),
+    ("builder", Account("u-bob", "bob@globex.example", "Bob", "globex")),
+)
 
 
-def issue_token(account: Account) -> str:
+def issue_token(account: accounts.Account) -> str:
     """An API token carrying the account record, signed with ``SECRET_KEY``."""
     return _tokens.dumps(asdict(account))
 
@@ -164,11 +155,12 @@ def create_app(
     @app.post("/login")
     def login() -> Response | tuple[Response, int]:
         body = request.get_json(silent=True) or {}
-        entry = ACCOUNTS.get(str(body.get("email", "")))
-        password = str(body.get("password", "")).encode()
-        if entry is None or not hmac.compare_digest(entry[0].encode(), password):
+        account = check_password(
+            ACCOUNTS, str(body.get("email", "")), str(body.get("password", ""))
+        )
+        if account is None:
             return jsonify(detail="wrong email or password"), 401
-        return jsonify(token=issue_token(entry[1]), user_id=entry[1].id)
+        return jsonify(token=issue_token(account), user_id=account.id)
 
     @app.get("/me")
     @login_required

@@ -17,8 +17,6 @@ needed. The company and metadata hooks read the account behind ``request.user``.
 
 from __future__ import annotations
 
-import hmac
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -36,30 +34,17 @@ from starlette.routing import Route
 
 from moesif_users_middleware.starlette import MoesifUsersMiddleware, ResponseView
 
+from .accounts import Account, check_password, sample_accounts
+
 __all__ = ["AccountUser", "app", "create_app"]
 
-
-@dataclass(frozen=True)
-class Account:
-    """A user record, as a real app would load it from its database."""
-
-    id: str
-    email: str
-    name: str
-    company_id: str
-    password: str
-    api_key: str
-    plan: str = "free"
-
-
-ACCOUNTS = [
-    Account(
-        "u-carol", "carol@initech.example", "Carol", "initech", "tps-report", "key-carol", "pro"
-    ),
-    Account("u-dave", "dave@initrode.example", "Dave", "initrode", "stapler", "key-dave"),
-]
-BY_API_KEY = {account.api_key: account for account in ACCOUNTS}
-BY_EMAIL = {account.email: account for account in ACCOUNTS}
+ACCOUNTS = sample_accounts(
+    ("tps-report", Account("u-carol", "carol@initech.example", "Carol", "initech", "pro")),
+    ("stapler", Account("u-dave", "dave@initrode.example", "Dave", "initrode")),
+)
+# API key -> account. A real app stores keys (hashed) beside its accounts.
+BY_API_KEY = {f"key-{account.id.removeprefix('u-')}": account for _, account in ACCOUNTS.values()}
+API_KEY_OF = {account.id: key for key, account in BY_API_KEY.items()}
 
 
 class AccountUser(BaseUser):
@@ -119,11 +104,10 @@ async def health(request: Request) -> JSONResponse:
 
 async def login(request: Request) -> JSONResponse:
     body = await request.json()
-    account = BY_EMAIL.get(str(body.get("email", "")))
-    password = str(body.get("password", "")).encode()
-    if account is None or not hmac.compare_digest(account.password.encode(), password):
+    account = check_password(ACCOUNTS, str(body.get("email", "")), str(body.get("password", "")))
+    if account is None:
         return JSONResponse({"detail": "wrong email or password"}, status_code=401)
-    return JSONResponse({"api_key": account.api_key, "user_id": account.id})
+    return JSONResponse({"api_key": API_KEY_OF[account.id], "user_id": account.id})
 
 
 @requires("authenticated", status_code=401)
