@@ -74,6 +74,7 @@ names = ["moesif_users_middleware"]
 for info in pkgutil.walk_packages(package.__path__, PREFIX):
     short = info.name.removeprefix(PREFIX)
     framework = any(short == a or short.startswith(a + ".") for a in ADAPTERS)
+    framework |= short.startswith("_demo.")  # the example apps; _demo itself imports none
     if not framework and not short.endswith("__main__"):  # __main__ would run the CLI
         names.append(info.name)
 for name in names:

@@ -25,7 +25,7 @@ more often than ours would (every 2 s), so it coalesces less: an upper bound for
 ``moesifdjango`` sends on a timer whatever the traffic (25 events every 2 s, the rest
 stays queued); that job lands in whichever batch runs then, and medians leave it out.
 
-    /work/venv/bin/python benchmarks/bench_django.py [--requests 5000] [--rounds 15]
+    python benchmarks/bench_django.py [--requests 5000] [--rounds 15]
         [--traffic repeat|changing] [--json]
 
 ``moesifdjango`` is only for this comparison (``pip install moesifdjango``); without it

@@ -33,7 +33,7 @@ after its 2 s batch timeout), then the process must be idle. Flushing after ever
 sends more often than ours would (every 2 s), so it coalesces less: an upper bound for
 ours.
 
-    /work/venv/bin/python benchmarks/bench_flask.py [--requests 5000] [--rounds 15]
+    python benchmarks/bench_flask.py [--requests 5000] [--rounds 15]
         [--traffic repeat|changing] [--json]
 
 ``moesifwsgi`` is only for this comparison (``pip install moesifwsgi``); without it the

@@ -18,9 +18,9 @@ collector must hold every user. Requests carry ``Authorization: Bearer user-<n>`
 per-user ``User-Agent`` and ``utm_*`` query parameters; the apps are ``load_fastapi.py``
 and ``load_flask.py`` beside this file.
 
-    /work/venv/bin/python benchmarks/load_soak.py                  # 60 s per variant
-    /work/venv/bin/python benchmarks/load_soak.py --quick          # 10 s smoke run
-    /work/venv/bin/python benchmarks/load_soak.py --output /tmp/load.md
+    python benchmarks/load_soak.py                  # 60 s per variant
+    python benchmarks/load_soak.py --quick          # 10 s smoke run
+    python benchmarks/load_soak.py --output load.md
 
 Needs ``wrk`` (Debian: ``apt-get install wrk``), uvicorn, gunicorn, FastAPI and Flask.
 All traffic stays on 127.0.0.1; the script stops everything it started.

@@ -4,12 +4,13 @@ Starts the local collector on a free loopback port, drives traffic from simulate
 through the Django, Flask, FastAPI and Starlette example apps in this process (their own
 test clients; UTM links, API tokens, requests through a trusted proxy), flushes the
 shared sender, and prints the merged profiles the collector stored. Needs the ``[all]``
-extra and the repository's ``examples/`` folder.
+extra; the apps ship with the package (``_demo/``), so any install can run it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 import os
@@ -98,7 +99,7 @@ Request = Callable[[str, str, dict[str, str], Any], int]  # method, path, header
 
 
 def _flask_driver(users: list[SimulatedUser], base_url: str) -> tuple[str, Request]:
-    from examples.flask_app import create_app
+    from ._demo.flask_app import create_app
 
     client = create_app(APPLICATION_ID, base_url).test_client()
 
@@ -128,11 +129,14 @@ def _flask_driver(users: list[SimulatedUser], base_url: str) -> tuple[str, Reque
 def _asgi_driver(
     name: str, module: str, users: list[SimulatedUser], base_url: str
 ) -> tuple[str, Request]:
+    """``module``: ``fastapi_app`` or ``starlette_app`` (of ``_demo``)."""
     with warnings.catch_warnings():  # newer Starlette suggests httpx2 for its test client
         warnings.simplefilter("ignore")
         from starlette.testclient import TestClient
 
-    app = __import__(module, fromlist=["create_app"]).create_app(APPLICATION_ID, base_url)
+    app = importlib.import_module(f"{__package__}._demo.{module}").create_app(
+        APPLICATION_ID, base_url
+    )
     clients: dict[str, TestClient] = {}
 
     def request(method: str, path: str, headers: dict[str, str], body: Any) -> int:
@@ -145,7 +149,7 @@ def _asgi_driver(
     client = TestClient(app, client=("127.0.0.1", 50000))
 
     for user in users:
-        if module.endswith("fastapi_app"):
+        if module == "fastapi_app":
             reply = client.post(
                 "/signup",
                 json={
@@ -161,10 +165,7 @@ def _asgi_driver(
 
 
 def _django_driver(users: list[SimulatedUser], base_url: str, workdir: str) -> tuple[str, Request]:
-    django_dir = _examples_dir() / "django_app"
-    if str(django_dir) not in sys.path:
-        sys.path.insert(0, str(django_dir))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shopapi.settings")
+    os.environ["DJANGO_SETTINGS_MODULE"] = f"{__package__}._demo.django_app.settings"
     os.environ["EXAMPLE_DB_PATH"] = str(Path(workdir) / "django-example.sqlite3")
     import django
     from django.core.management import call_command
@@ -207,16 +208,6 @@ def _drive(request: Request, user: SimulatedUser, api_path: str) -> int:
         request("GET", path, user.headers(), None)
         requests += 1
     return requests
-
-
-def _examples_dir() -> Path:
-    for candidate in (Path(__file__).resolve().parents[1] / "examples", Path.cwd() / "examples"):
-        if (candidate / "flask_app.py").is_file():
-            return candidate
-    raise FileNotFoundError(
-        "the demo needs the repository's examples/ folder: run it from a clone "
-        "(pip install -e '.[all]' && moesif-users demo)"
-    )
 
 
 @contextlib.contextmanager
@@ -267,9 +258,6 @@ def run_demo(*, serve: bool = False, port: int = 0, users: int = 20, out: Any = 
     until Ctrl-C.
     """
     out = out or sys.stdout
-    examples = _examples_dir()
-    if str(examples.parent) not in sys.path:
-        sys.path.insert(0, str(examples.parent))
     from .sender import get_sender
 
     with tempfile.TemporaryDirectory(prefix="moesif-users-demo-") as workdir:
@@ -286,7 +274,7 @@ def run_demo(*, serve: bool = False, port: int = 0, users: int = 20, out: Any = 
             drivers = [
                 (_flask_driver(groups[0], base_url), "/projects", groups[0]),
                 (
-                    _asgi_driver("FastAPI", "examples.fastapi_app", groups[1], base_url),
+                    _asgi_driver("FastAPI", "fastapi_app", groups[1], base_url),
                     "/projects",
                     groups[1],
                 ),
@@ -297,7 +285,7 @@ def run_demo(*, serve: bool = False, port: int = 0, users: int = 20, out: Any = 
                 count = sum(_drive(request, user, api_path) for user in members)
                 total += count
                 print(f"  {name:<9} {len(members):>3} users, {count:>4} requests", file=out)
-            name, request = _asgi_driver("Starlette", "examples.starlette_app", groups[2], base_url)
+            name, request = _asgi_driver("Starlette", "starlette_app", groups[2], base_url)
             count = _drive_starlette(request, groups[2])
             total += count
             print(f"  {name:<9} {len(groups[2]):>3} users, {count:>4} requests", file=out)

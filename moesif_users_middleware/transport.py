@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -191,7 +191,17 @@ def normalize_users(users: Iterable[Any]) -> list[dict[str, Any]]:
     return out
 
 
+class _Post(NamedTuple):
+    """What ``update_user`` / ``update_users_batch`` hand to ``post_body``."""
+
+    path: str
+    body: bytes
+    content_encoding: str | None
+
+
 class _ClientBase:
+    """Everything the two clients share; they differ only in how a request is awaited."""
+
     def __init__(
         self,
         application_id: str | None,
@@ -210,6 +220,28 @@ class _ClientBase:
             "Accept": "application/json",
             "User-Agent": _USER_AGENT,
         }
+
+    def _client_options(self) -> dict[str, Any]:
+        """The httpx client's options (its transport aside)."""
+        return {
+            "base_url": self.base_url,
+            "headers": self._headers,
+            "timeout": self.timeout,
+            "follow_redirects": False,
+        }
+
+    def _user_post(self, user: Any) -> _Post:
+        """The request ``update_user`` makes for ``user`` (validated first)."""
+        return self._encode(USER_PATH, normalize_user(user))
+
+    def _batch_post(self, users: Iterable[Any]) -> _Post | None:
+        """The request ``update_users_batch`` makes (``None`` for no users: nothing to send)."""
+        records = normalize_users(users)
+        return self._encode(BATCH_PATH, records) if records else None
+
+    def _encode(self, path: str, payload: Any) -> _Post:
+        body, encoding = encode_body(payload, gzip=self.gzip)
+        return _Post(path, body, encoding)
 
     def _request_headers(self, encoding: str | None) -> dict[str, str] | None:
         return {"Content-Encoding": encoding} if encoding else None
@@ -314,27 +346,17 @@ class UsersClient(_ClientBase):
         if transport is None:
             # our own default transport, so every socket operation can end at the deadline
             transport = deadline_transport()
-        self._client = httpx.Client(
-            base_url=self.base_url,
-            headers=self._headers,
-            timeout=self.timeout,
-            transport=transport,
-            follow_redirects=False,
-        )
+        self._client = httpx.Client(transport=transport, **self._client_options())
 
     def update_user(self, user: Any) -> None:
         """Create or update one user (``User`` or dict); raises ``ApiError`` on failure."""
-        record = normalize_user(user)
-        body, encoding = encode_body(record, gzip=self.gzip)
-        _raise_for(self.post_body(USER_PATH, body, encoding))
+        _raise_for(self.post_body(*self._user_post(user)))
 
     def update_users_batch(self, users: Iterable[Any]) -> None:
         """Create or update a list of users in one request (an empty list sends nothing)."""
-        records = normalize_users(users)
-        if not records:
-            return
-        body, encoding = encode_body(records, gzip=self.gzip)
-        _raise_for(self.post_body(BATCH_PATH, body, encoding))
+        post = self._batch_post(users)
+        if post is not None:
+            _raise_for(self.post_body(*post))
 
     def post_body(
         self,
@@ -394,27 +416,17 @@ class AsyncUsersClient(_ClientBase):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(application_id, base_url, timeout, gzip)
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=self._headers,
-            timeout=self.timeout,
-            transport=transport,
-            follow_redirects=False,
-        )
+        self._client = httpx.AsyncClient(transport=transport, **self._client_options())
 
     async def update_user(self, user: Any) -> None:
         """Create or update one user (``User`` or dict); raises ``ApiError`` on failure."""
-        record = normalize_user(user)
-        body, encoding = encode_body(record, gzip=self.gzip)
-        _raise_for(await self.post_body(USER_PATH, body, encoding))
+        _raise_for(await self.post_body(*self._user_post(user)))
 
     async def update_users_batch(self, users: Iterable[Any]) -> None:
         """Create or update a list of users in one request (an empty list sends nothing)."""
-        records = normalize_users(users)
-        if not records:
-            return
-        body, encoding = encode_body(records, gzip=self.gzip)
-        _raise_for(await self.post_body(BATCH_PATH, body, encoding))
+        post = self._batch_post(users)
+        if post is not None:
+            _raise_for(await self.post_body(*post))
 
     async def post_body(
         self,
@@ -446,13 +458,10 @@ class AsyncUsersClient(_ClientBase):
     ) -> tuple[httpx.Response, bytes]:
         response = await self._client.send(request, stream=True)
         try:
-            reader = BodyReader(deadline)
-            async for chunk in response.aiter_bytes():
-                if not reader.feed(chunk):
-                    break
+            data = await BodyReader(deadline).aread_all(response.aiter_bytes())
         finally:
             await response.aclose()
-        return response, reader.body()
+        return response, data
 
     async def aclose(self) -> None:
         """Close the connection pool."""

@@ -14,7 +14,7 @@ import contextlib
 import ssl
 import time
 import typing
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -93,6 +93,13 @@ class BodyReader:
     def read_all(self, chunks: Iterable[bytes]) -> bytes:
         """Feed ``chunks`` until they end or enough was read; the collected body."""
         for chunk in chunks:
+            if not self.feed(chunk):
+                break
+        return self.body()
+
+    async def aread_all(self, chunks: AsyncIterable[bytes]) -> bytes:
+        """``read_all`` for an async stream of chunks."""
+        async for chunk in chunks:
             if not self.feed(chunk):
                 break
         return self.body()

@@ -28,7 +28,8 @@ pytest.importorskip("django")
 from servers import CollectorHandle, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "django_app"
+EXAMPLE = ROOT / "examples" / "django_app"  # its manage.py
+PROJECT = "moesif_users_middleware._demo.django_app"
 USERS = 10
 ROUNDS = 3
 
@@ -67,7 +68,7 @@ def example_env(tmp_path: Path, app_id: str, collector: CollectorHandle) -> dict
     return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        "DJANGO_SETTINGS_MODULE": "shopapi.settings",
+        "DJANGO_SETTINGS_MODULE": f"{PROJECT}.settings",
         "DJANGO_DEBUG": "0",
         "EXAMPLE_DB_PATH": str(tmp_path / "example.sqlite3"),
         "MOESIF_APPLICATION_ID": app_id,
@@ -189,7 +190,7 @@ def test_gunicorn_preload_two_workers_deliver_every_profile_after_sigterm(
     config = tmp_path / "gunicorn_conf.py"
     config.write_text(GUNICORN_CONF)
     argv = [
-        sys.executable, "-m", "gunicorn", "shopapi.wsgi:application", "--config", str(config),
+        sys.executable, "-m", "gunicorn", f"{PROJECT}.wsgi:application", "--config", str(config),
         "--preload", "--workers", "2", "--bind", f"127.0.0.1:{port}",
         "--graceful-timeout", "30", "--access-logfile", str(access_log),
         "--access-logformat", "%(p)s %(r)s %(s)s",
@@ -223,7 +224,7 @@ def test_django_asgi_handler_under_uvicorn_delivers_every_profile_after_sigterm(
 ) -> None:
     port = free_port()
     argv = [
-        sys.executable, "-m", "uvicorn", "shopapi.asgi:application",
+        sys.executable, "-m", "uvicorn", f"{PROJECT}.asgi:application",
         "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
     ]  # fmt: skip
     server = Server(argv, example_env, tmp_path / "uvicorn.log", port)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,14 +14,9 @@ from fastapi.responses import StreamingResponse
 from fastapi.testclient import TestClient
 from servers import CollectorHandle
 
+from moesif_users_middleware._demo import fastapi_app
 from moesif_users_middleware.sender import _reset_senders_for_tests, get_sender
 from moesif_users_middleware.starlette import MoesifUsersMiddleware, ResponseView
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # examples/ lives beside the package, not inside it
-    sys.path.insert(0, str(ROOT))
-
-from examples import fastapi_app  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -37,7 +37,7 @@ MASTER_USER = "preloaded-in-master"
 
 def preloaded_app() -> Flask:
     """The example app (gunicorn's app factory), its sender started in the master."""
-    from examples.flask_app import create_app
+    from moesif_users_middleware._demo.flask_app import create_app
 
     app = create_app(flush_interval=600)
     state = app.extensions["moesif_users"]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -13,13 +11,8 @@ pytest.importorskip("starlette")
 from servers import CollectorHandle
 from starlette.testclient import TestClient
 
+from moesif_users_middleware._demo import starlette_app
 from moesif_users_middleware.sender import _reset_senders_for_tests, get_sender
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # examples/ lives beside the package, not inside it
-    sys.path.insert(0, str(ROOT))
-
-from examples import starlette_app  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -5,16 +5,13 @@ Configured from the environment:
 - ``MOESIF_APPLICATION_ID`` (required to record anything; without it the middleware
   switches itself off) and ``MOESIF_BASE_URL`` (e.g. the local collector,
   ``http://127.0.0.1:8787``; default ``https://api.moesif.net``);
-- ``EXAMPLE_DB_PATH`` (SQLite file; default ``db.sqlite3`` beside ``manage.py``);
+- ``EXAMPLE_DB_PATH`` (SQLite file; default ``db.sqlite3`` in the current directory);
 - ``DJANGO_SECRET_KEY``, ``DJANGO_DEBUG``.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
-BASE_DIR = Path(__file__).resolve().parent.parent
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-only-insecure-secret-key-change-me")
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
@@ -25,7 +22,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "moesif_users_middleware.django",  # system checks for MOESIF_USERS
-    "accounts",
+    "moesif_users_middleware._demo.django_app.accounts",
 ]
 
 MIDDLEWARE = [
@@ -43,17 +40,17 @@ MOESIF_USERS = {
     "ENABLED": bool(os.environ.get("MOESIF_APPLICATION_ID")),
     # The user id defaults to request.user.pk; company and metadata come from the
     # user's record, which the views already loaded.
-    "IDENTIFY_COMPANY": "accounts.moesif_hooks.identify_company",
-    "GET_METADATA": "accounts.moesif_hooks.get_metadata",
+    "IDENTIFY_COMPANY": "moesif_users_middleware._demo.django_app.accounts.moesif_hooks.identify_company",
+    "GET_METADATA": "moesif_users_middleware._demo.django_app.accounts.moesif_hooks.get_metadata",
 }
 
-ROOT_URLCONF = "shopapi.urls"
-WSGI_APPLICATION = "shopapi.wsgi.application"
+ROOT_URLCONF = "moesif_users_middleware._demo.django_app.urls"
+WSGI_APPLICATION = "moesif_users_middleware._demo.django_app.wsgi.application"
 
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("EXAMPLE_DB_PATH", str(BASE_DIR / "db.sqlite3")),
+        "NAME": os.environ.get("EXAMPLE_DB_PATH", "db.sqlite3"),
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

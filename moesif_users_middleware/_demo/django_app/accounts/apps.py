@@ -6,5 +6,6 @@ from django.apps import AppConfig
 
 
 class AccountsConfig(AppConfig):
-    name = "accounts"
+    name = "moesif_users_middleware._demo.django_app.accounts"
+    label = "accounts"
     default_auto_field = "django.db.models.BigAutoField"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from accounts import views
 from django.urls import path
+
+from .accounts import views
 
 urlpatterns = [
     path("health", views.health),

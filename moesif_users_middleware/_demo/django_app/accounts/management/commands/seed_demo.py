@@ -9,8 +9,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
-from accounts.models import Company, Profile
-from accounts.tokens import issue_token
+from ...models import Company, Profile
+from ...tokens import issue_token
 
 COMPANIES = [
     ("acme", "Acme Inc.", "enterprise"),

@@ -10,17 +10,23 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.tokens import issue_token, token_required
+from .tokens import issue_token, token_required
 
 
-def _credentials(request: HttpRequest) -> tuple[str, str]:
+def _authenticate(request: HttpRequest) -> Any:
+    """The user the JSON body's ``username`` and ``password`` name, else ``None``."""
     try:
         body = json.loads(request.body or b"{}")
     except ValueError:
         body = {}
     if not isinstance(body, dict):
         body = {}
-    return str(body.get("username", "")), str(body.get("password", ""))
+    username, password = str(body.get("username", "")), str(body.get("password", ""))
+    return auth.authenticate(request, username=username, password=password)
+
+
+def _invalid_credentials() -> JsonResponse:
+    return JsonResponse({"error": "invalid credentials"}, status=401)
 
 
 def _user_json(user: Any) -> dict[str, Any]:
@@ -42,10 +48,9 @@ def health(request: HttpRequest) -> JsonResponse:
 @require_POST
 def login(request: HttpRequest) -> JsonResponse:
     """``{"username", "password"}`` -> ``{"token"}`` for ``Authorization: Bearer``."""
-    username, password = _credentials(request)
-    user = auth.authenticate(request, username=username, password=password)
+    user = _authenticate(request)
     if user is None:
-        return JsonResponse({"error": "invalid credentials"}, status=401)
+        return _invalid_credentials()
     return JsonResponse({"token": issue_token(user)})
 
 
@@ -76,10 +81,9 @@ def company(request: HttpRequest) -> JsonResponse:
 @require_POST
 def session_login(request: HttpRequest) -> JsonResponse:
     """Log in with a session cookie (what a browser front end would use)."""
-    username, password = _credentials(request)
-    user = auth.authenticate(request, username=username, password=password)
+    user = _authenticate(request)
     if user is None:
-        return JsonResponse({"error": "invalid credentials"}, status=401)
+        return _invalid_credentials()
     auth.login(request, user)
     return JsonResponse(_user_json(user))
 
