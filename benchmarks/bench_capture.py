@@ -1,4 +1,4 @@
-"""Per-request cost of the capture core (issue 4 target: <= 10 µs median).
+"""Per-request cost of the capture core (target: <= 10 µs median).
 
 A realistic request: four sync hooks (skip, identify_user, identify_company,
 get_metadata), a Bearer session token, an X-Forwarded-For chain of two behind a trusted
@@ -11,8 +11,8 @@ A capture has two halves, measured apart and added up:
 - the request half: build an ``EnvironView`` from a prepared WSGI environ and run
   ``Capture.capture`` (hooks, snapshot, hand-over to the sender); the sender's worker
   is held off meanwhile, so none of the second half runs inside this timing;
-- the finish half: the sender finishing those captures (``Sender._drain_inbox``: token,
-  client IP, user agent, campaign, metadata checks, the real ``queue_validated``), once
+- the finish half: the sender finishing those captures (the engine's ``drain``: token,
+  client IP, user agent, campaign, metadata checks, queueing into the buffer), once
   for captures that change every time (each request carries a new metadata value) and
   once for repeats (the user's last capture again, skipped after a comparison).
 
@@ -143,17 +143,17 @@ def measure_halves(
     capture: Capture, step: Callable[[int], object], repeats: int, number: int
 ) -> tuple[list[float], list[float]]:
     """Mean µs per capture of each half (request, finish), for each repeat."""
-    sender = capture.sender
+    engine = capture.sender._engine
     requests, finishes = [], []
     for _ in range(repeats):
         gc.collect()
-        with sender._inbox_lock:  # the worker waits: only the request half runs here
+        with engine.inbox_lock:  # the worker waits: only the request half runs here
             start = time.perf_counter_ns()
             for i in range(number):
                 step(i)
             requests.append((time.perf_counter_ns() - start) / number / 1000)
         start = time.perf_counter_ns()
-        sender._drain_inbox()
+        engine.drain()
         finishes.append((time.perf_counter_ns() - start) / number / 1000)
     return requests, finishes
 
