@@ -11,7 +11,8 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from .client_ip import ClientIpResolver
-from .hooks import Hook, HookError, hook_label, is_async_hook, resolve_hook
+from .errors import ConfigurationError, HookError, MissingApplicationIdError
+from .hooks import Hook, hook_label, is_async_hook, resolve_hook
 
 __all__ = [
     "CAPTURE_OPTIONS",
@@ -35,18 +36,6 @@ T = TypeVar("T")
 DEFAULT_BASE_URL = "https://api.moesif.net"
 
 logger = logging.getLogger("moesif_users_middleware")
-
-
-class ConfigurationError(ValueError):
-    """Invalid or missing configuration, raised at construction time, never per request."""
-
-
-class MissingApplicationIdError(ConfigurationError):
-    """No application id and no ``MOESIF_APPLICATION_ID``.
-
-    Adapters turn capture off with one warning (unless ``strict``), like an
-    error-reporting SDK without a DSN.
-    """
 
 
 def resolve_application_id(application_id: str | None) -> str:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from .errors import ValidationError
+
 __all__ = [
     "CAMPAIGN_FIELDS",
     "USER_FIELDS",
@@ -63,15 +65,6 @@ _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 # A dotted quad exactly as ``ipaddress`` accepts it (no leading zeros): the common case,
 # checked without the cost of building an address object.
 _IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}", re.ASCII)
-
-
-class ValidationError(ValueError):
-    """An invalid user or campaign; ``field`` names the offending field (dotted path)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 def parse_timestamp(value: object, field: str = "modified_time") -> str:
