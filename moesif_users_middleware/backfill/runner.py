@@ -267,10 +267,6 @@ class Backfill:
                         data = encode(normalize(value)).encode()
                     except ValidationError as exc:
                         rejects.append((key, exc.field, exc.message, raw))
-                    except UnicodeEncodeError:
-                        field_name = _surrogate_field(value)
-                        message = "contains an unpaired UTF-16 surrogate"
-                        rejects.append((key, field_name, message, raw))
                     except (TypeError, ValueError, RecursionError) as exc:
                         rejects.append((key, None, str(exc) or type(exc).__name__, raw))
                     else:
@@ -521,27 +517,3 @@ def _refusal(response: RawResponse) -> tuple[int | None, str | None, str]:
         field_name if isinstance(field_name, str) else None,
         str(message),
     )
-
-
-def _surrogate_field(value: Any, path: str = "") -> str | None:
-    """The dotted path of the first string holding a lone surrogate, if any."""
-    if isinstance(value, str):
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return path or None
-        return None
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            name = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and _surrogate_field(key) is not None:
-                return name
-            found = _surrogate_field(item, name)
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _surrogate_field(item, f"{path}[{index}]")
-            if found is not None:
-                return found
-    return None
