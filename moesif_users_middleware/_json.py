@@ -3,7 +3,7 @@
 Used by the models (``normalize_user``), the capture (hook metadata), the collector and
 the backfill (both through ``normalize_user``). Two paths give the same verdict:
 
-- :func:`plain_bound`, the fast path, for a ``dict`` of plain data: exact ``type()``
+- :func:`plain_bound`, the fast path, for a ``dict`` (or ``list``) of plain data: exact ``type()``
   checks for ``dict``/``list``/``str``/``int``/``float``/``bool``/``None`` and an ASCII
   shortcut for text. It builds no field names and never raises: it returns an upper
   bound of the size as compact JSON, or ``None`` for anything it does not vouch for
@@ -28,7 +28,7 @@ inputs to both paths and checks that they agree.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .errors import ValidationError
@@ -69,24 +69,29 @@ def check_text(text: str, field: str) -> str:
 # -- the fast path ---------------------------------------------------------------------------
 
 
-def plain_bound(value: dict[Any, Any], depth: int = 0) -> int | None:
-    """The size bound of a ``dict`` of plain JSON data, else ``None``; never raises.
+def plain_bound(value: dict[Any, Any] | list[Any], depth: int = 0) -> int | None:
+    """The size bound of a ``dict`` (or ``list``) of plain JSON data, else ``None``; never raises.
 
-    ``value`` must be exactly a ``dict`` (the caller checks ``type(value) is dict``).
+    ``value`` must be exactly a ``dict`` or a ``list`` (the caller checks ``type()``).
     The common cases (text, small ints, bools, ``None``) are tested first, so a flat dict
     of them costs one ``type()`` and one comparison per value. The bound equals what
     :func:`check_json` computes for the same value.
     """
     if depth >= MAX_DEPTH:
         return None
-    try:
-        keys = "".join(value)  # raises unless every key is a str
-    except TypeError:
-        return None
-    if not keys.isascii() and not is_valid_text(keys):
-        return None
-    bound = 2 + 6 * len(keys)
-    for item in value.values():
+    if type(value) is dict:
+        try:
+            keys = "".join(value)  # raises unless every key is a str
+        except TypeError:
+            return None
+        if not keys.isascii() and not is_valid_text(keys):
+            return None
+        bound = 2 + 6 * len(keys)
+        items: Iterable[Any] = value.values()
+    else:
+        bound = 2
+        items = value
+    for item in items:  # each item's bound counts 4 for a key's quotes and colon, a comma
         kind = type(item)
         if kind is str:
             if not item.isascii() and not is_valid_text(item):
@@ -94,7 +99,7 @@ def plain_bound(value: dict[Any, Any], depth: int = 0) -> int | None:
             bound += 6 * len(item) + 6
         elif kind is bool or item is None or (kind is int and -_BIG_INT < item < _BIG_INT):
             bound += 30
-        elif kind is dict:
+        elif kind is dict or kind is list:
             size = plain_bound(item, depth + 1)
             if size is None:
                 return None
@@ -103,47 +108,8 @@ def plain_bound(value: dict[Any, Any], depth: int = 0) -> int | None:
             if item - item != 0.0:  # NaN or infinity
                 return None
             bound += 36
-        elif kind is list:
-            size = _plain_list_bound(item, depth + 1)
-            if size is None:
-                return None
-            bound += size + 4
         elif kind is int and -MAX_JSON_INT < item < MAX_JSON_INT:
             bound += 12 + item.bit_length() // 3
-        else:
-            return None
-    return bound
-
-
-def _plain_list_bound(items: list[Any], depth: int) -> int | None:
-    """:func:`plain_bound` for a ``list``."""
-    if depth >= MAX_DEPTH:
-        return None
-    bound = 2
-    for element in items:
-        kind = type(element)
-        if kind is str:
-            if not element.isascii() and not is_valid_text(element):
-                return None
-            bound += 6 * len(element) + 3
-        elif kind is bool or element is None:
-            bound += 9
-        elif kind is int and -MAX_JSON_INT < element < MAX_JSON_INT:
-            bound += 9 + element.bit_length() // 3
-        elif kind is dict:
-            size = plain_bound(element, depth + 1)
-            if size is None:
-                return None
-            bound += size + 1
-        elif kind is float:
-            if element - element != 0.0:
-                return None
-            bound += 33
-        elif kind is list:
-            size = _plain_list_bound(element, depth + 1)
-            if size is None:
-                return None
-            bound += size + 1
         else:
             return None
     return bound
@@ -162,8 +128,10 @@ def check_json(value: Any, field: str, depth: int = 0) -> tuple[Any, int]:
     if issubclass(kind, str):
         return check_text(value, field), 6 * len(value) + 2
     if kind is bool or value is None:
-        return value, 8
+        return value, 26
     if issubclass(kind, int):
+        if -_BIG_INT < value < _BIG_INT:
+            return value, 26
         if not -MAX_JSON_INT < value < MAX_JSON_INT:
             raise ValidationError(field, "integer too large for JSON (over 4000 digits)")
         return value, 8 + value.bit_length() // 3
@@ -189,13 +157,13 @@ def _check_object(value: Mapping[Any, Any], field: str, depth: int) -> tuple[Any
         check_text(key, field)
         kind = type(item)
         if (kind is int and -_BIG_INT < item < _BIG_INT) or kind is bool or item is None:
-            size = 26  # + 4 below: the 30 of plain_bound
+            size = 26
             checked = item
         else:
             checked, size = check_json(item, f"{field}.{key}", depth + 1)
             if checked is not item and copy is None:
                 copy = dict(value)
-        bound += 6 * len(key) + size + 4
+        bound += 6 * len(key) + size + 4  # quotes, colon, comma
         if copy is not None:
             copy[key] = checked
     return (value if copy is None else copy), bound
@@ -208,7 +176,7 @@ def _check_array(value: list[Any] | tuple[Any, ...], field: str, depth: int) -> 
     bound = 2
     for index, element in enumerate(value):
         checked, size = check_json(element, f"{field}[{index}]", depth + 1)
-        bound += size + 1
+        bound += size + 4  # as in an object: plain_bound counts every item alike
         if checked is not element and copy is None:
             copy = list(value[:index])
         if copy is not None:
