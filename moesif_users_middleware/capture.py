@@ -34,7 +34,6 @@ import enum
 import inspect
 import itertools
 import json
-import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal
@@ -42,20 +41,12 @@ from uuid import UUID
 
 from ._delivery.engine import Finished
 from ._delivery.kinds import USERS, RecordKind
+from ._json import check_json, is_valid_text, plain_bound
 from .campaign import extract_campaign
 from .client_ip import ClientIpResolver
 from .config import HOOK_OPTIONS, CaptureConfig
 from .hooks import Hook, count, counters, hook_label, is_async_hook, report
-from .models import (
-    MAX_ID_LENGTH,
-    MAX_JSON_INT,
-    MAX_METADATA_DEPTH,
-    Campaign,
-    ValidationError,
-    check_text,
-    is_valid_text,
-    normalize_campaign,
-)
+from .models import MAX_ID_LENGTH, Campaign, ValidationError, normalize_campaign
 from .request_view import RequestView, SnapshotSpec, SnapshotView
 from .sender import Sender, drain_all, get_sender
 from .session_token import MAX_TOKEN_LENGTH, bearer_token, jwt_claim, token_from_authorization
@@ -111,7 +102,6 @@ class _Marker(enum.Enum):
 FAILED: Final = _Marker.FAILED
 UNSET: Final = _Marker.UNSET
 _FailedType = Literal[_Marker.FAILED]
-_BIG_INT = 10**24  # smaller integers serialize in under 26 characters
 # Hook results that are certainly not awaitable (checked before the costlier test).
 _PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
 # Hook results handed as they are to the second half of the capture, which runs in another
@@ -437,12 +427,12 @@ class Capture:
         return self._checked_metadata(result)[0]
 
     def _checked_metadata(self, result: object) -> tuple[dict[str, Any] | None, bool]:
-        """The metadata to send, and whether ``result`` was plain data (see _plain_bound)."""
+        """The metadata to send, and whether ``result`` was plain data (see plain_bound)."""
         if result is None or result is FAILED:
             return None, True
-        # The common shape (plain dicts of str keys and simple values) is checked by
-        # _plain_bound; anything else, valid or not, goes through _json_object.
-        bound = _plain_bound(result, 0) if type(result) is dict else None
+        # The common shape (dicts of plain data) is checked by plain_bound; anything
+        # else, valid or not, goes through check_json, which names the field at fault.
+        bound = plain_bound(result) if type(result) is dict else None
         plain = bound is not None
         if bound is not None:
             metadata: dict[str, Any] = result  # type: ignore[assignment]
@@ -451,7 +441,7 @@ class Capture:
                 self._wrong_type("get_metadata", result, "a dict or None")
                 return None, False
             try:
-                metadata, bound = _json_object(result, 0)
+                metadata, bound = check_json(result, "metadata")
             except ValidationError as exc:
                 self._invalid(
                     "get_metadata", "not JSON", f"returned metadata that is not JSON: {exc}"
@@ -728,146 +718,3 @@ def _describe(exc: BaseException) -> str:
     if len(message) > 300:
         message = message[:300] + "..."
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-
-
-def _plain_bound(value: dict[Any, Any], depth: int) -> int | None:
-    """:func:`_json_object`'s bound for a dict it would return unchanged; else ``None``.
-
-    Covers dicts with ``str`` keys whose values are ``str``, ``bool``, ``None``, small
-    ``int``, finite ``float``, such dicts, and lists of ``str``/``bool``/``None``/``int``
-    (exact types only). Returns ``None``, never raises, for anything else, including
-    what is invalid: the caller then runs :func:`_json_object`, which reports it. The
-    bound is the same number :func:`_json_object` computes.
-    """
-    if depth >= MAX_METADATA_DEPTH:
-        return None
-    try:
-        keys = "".join(value)  # raises unless every key is a str
-    except TypeError:
-        return None
-    if not keys.isascii() and not is_valid_text(keys):
-        return None
-    bound = 2 + 6 * len(keys)
-    for item in value.values():
-        kind = type(item)
-        if kind is str:
-            if not item.isascii() and not is_valid_text(item):
-                return None
-            bound += 6 * len(item) + 6
-        elif kind is bool or item is None or (kind is int and -_BIG_INT < item < _BIG_INT):
-            bound += 30
-        elif kind is dict:
-            size = _plain_bound(item, depth + 1)
-            if size is None:
-                return None
-            bound += size + 4
-        elif kind is float:
-            if item - item != 0.0:  # NaN or infinity
-                return None
-            bound += 36
-        elif kind is list:
-            size = _plain_list_bound(item, depth + 1)
-            if size is None:
-                return None
-            bound += size + 4
-        else:
-            return None
-    return bound
-
-
-def _plain_list_bound(items: list[Any], depth: int) -> int | None:
-    """:func:`_json_value`'s bound for a list of ``str``/``bool``/``None``/``int``; else ``None``."""
-    if depth >= MAX_METADATA_DEPTH:
-        return None
-    bound = 2
-    for element in items:
-        kind = type(element)
-        if kind is str:
-            if not element.isascii() and not is_valid_text(element):
-                return None
-            bound += 6 * len(element) + 3
-        elif kind is bool or element is None:
-            bound += 9
-        elif kind is int and -_BIG_INT < element < _BIG_INT:
-            bound += 9 + element.bit_length() // 3
-        else:
-            return None
-    return bound
-
-
-def _json_object(value: Mapping[Any, Any], depth: int) -> tuple[dict[str, Any], int]:
-    """Check a JSON object; return it (or a ``dict`` copy) and an upper bound of its size.
-
-    The bound (in characters of compact JSON) over-estimates: as if every character
-    needed a 6-character ``\\u00XX`` escape, so only metadata near the limit is
-    serialized to be measured. Dicts are returned as they are, so the common case copies
-    nothing; only mappings that are not dicts (which ``json`` cannot serialize) are
-    copied into dicts. The input is never mutated.
-    """
-    if depth >= MAX_METADATA_DEPTH:
-        raise ValidationError("metadata", f"nested deeper than {MAX_METADATA_DEPTH} levels")
-    copy: dict[str, Any] | None = None if issubclass(type(value), dict) else {}
-    chars = 0  # characters of keys and string values
-    bound = 2
-    for key, item in value.items():
-        if type(key) is not str and not issubclass(type(key), str):
-            raise ValidationError("metadata", f"keys must be strings, not {type(key).__name__}")
-        check_text(key, "metadata")
-        chars += len(key)
-        kind = type(item)
-        if kind is str:
-            check_text(item, f"metadata.{key}")
-            chars += len(item)
-            bound += 6
-        elif (kind is int and -_BIG_INT < item < _BIG_INT) or kind is bool or item is None:
-            bound += 30
-        else:
-            if kind is dict:
-                plain, size = _json_object(item, depth + 1)
-            else:
-                plain, size = _json_value(item, depth + 1)
-            bound += size + 4
-            if plain is not item:
-                if copy is None:
-                    copy = dict(value)
-                item = plain
-        if copy is not None:
-            copy[key] = item
-    return (value if copy is None else copy), bound + 6 * chars  # type: ignore[return-value]
-
-
-def _json_value(item: Any, depth: int) -> tuple[Any, int]:
-    """Check one nested JSON value (see :func:`_json_object`).
-
-    Types are read with ``type()``, never ``isinstance``: this may run in the sender's
-    thread, where a lazy proxy (whose ``__class__`` evaluates it) must stay unevaluated.
-    """
-    kind = type(item)
-    if issubclass(kind, str):
-        return check_text(item, "metadata"), 6 * len(item) + 2
-    if kind is bool or item is None:
-        return item, 8
-    if issubclass(kind, int):
-        if not -MAX_JSON_INT < item < MAX_JSON_INT:
-            raise ValidationError("metadata", "integer too large for JSON (over 4000 digits)")
-        return item, 8 + item.bit_length() // 3
-    if issubclass(kind, float):
-        if not math.isfinite(item):
-            raise ValidationError("metadata", "NaN and infinity are not valid JSON")
-        return item, 32
-    if issubclass(kind, Mapping):
-        return _json_object(item, depth)
-    if issubclass(kind, (list, tuple)):
-        if depth >= MAX_METADATA_DEPTH:
-            raise ValidationError("metadata", f"nested deeper than {MAX_METADATA_DEPTH} levels")
-        copy: list[Any] | None = None
-        bound = 2
-        for index, element in enumerate(item):
-            plain, size = _json_value(element, depth + 1)
-            bound += size + 1
-            if plain is not element and copy is None:
-                copy = list(item[:index])
-            if copy is not None:
-                copy.append(plain)
-        return (item if copy is None else copy), bound
-    raise ValidationError("metadata", f"{type(item).__name__} is not JSON-serializable")

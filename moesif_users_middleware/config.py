@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from ._options import (
+    CAPTURE_OPTIONS,
+    HOOK_OPTIONS,
+    SENDER_OPTIONS,
+    check_option,
+    option,
+    unknown_options_error,
+)
 from .client_ip import ClientIpResolver
-from .hooks import Hook, HookError, hook_label, is_async_hook, resolve_hook
+from .errors import ConfigurationError, HookError, MissingApplicationIdError
+from .hooks import Hook, hook_label, is_async_hook, resolve_hook
+from .sender_options import validate_sender_options
 
 __all__ = [
     "CAPTURE_OPTIONS",
@@ -35,18 +44,6 @@ T = TypeVar("T")
 DEFAULT_BASE_URL = "https://api.moesif.net"
 
 logger = logging.getLogger("moesif_users_middleware")
-
-
-class ConfigurationError(ValueError):
-    """Invalid or missing configuration, raised at construction time, never per request."""
-
-
-class MissingApplicationIdError(ConfigurationError):
-    """No application id and no ``MOESIF_APPLICATION_ID``.
-
-    Adapters turn capture off with one warning (unless ``strict``), like an
-    error-reporting SDK without a DSN.
-    """
 
 
 def resolve_application_id(application_id: str | None) -> str:
@@ -88,42 +85,8 @@ def redact(application_id: str) -> str:
 # The resolved per-adapter configuration
 # ---------------------------------------------------------------------------------------
 
-HOOK_OPTIONS: tuple[str, ...] = (
-    "identify_user",
-    "identify_company",
-    "get_session_token",
-    "get_metadata",
-    "get_campaign",
-    "skip",
-)
-# Mirrors sender_options.SENDER_OPTIONS (a test keeps them equal); spelled out here
-# because that module imports this one.
-_SENDER_OPTION_NAMES: tuple[str, ...] = (
-    "batch_size",
-    "max_batch_bytes",
-    "max_queue_size",
-    "flush_interval",
-    "min_update_interval",
-    "timeout",
-    "shutdown_timeout",
-    "gzip",
-)
-CAPTURE_OPTIONS: tuple[str, ...] = (
-    "application_id",
-    "base_url",
-    *HOOK_OPTIONS,
-    "trusted_proxies",
-    "client_ip_headers",
-    "session_token_headers",
-    "jwt_user_id_claim",
-    "capture_campaign",
-    "max_user_agent_length",
-    "enabled",
-    "strict",
-    *_SENDER_OPTION_NAMES,
-)
-DEFAULT_SESSION_TOKEN_HEADERS: tuple[str, ...] = ("x-api-key",)
-DEFAULT_MAX_USER_AGENT_LENGTH = 512
+DEFAULT_SESSION_TOKEN_HEADERS: tuple[str, ...] = option("session_token_headers").default
+DEFAULT_MAX_USER_AGENT_LENGTH: int = option("max_user_agent_length").default
 
 
 @dataclass(frozen=True, eq=False)
@@ -199,8 +162,11 @@ def build_config(
             where=f" in {source}",
         )
 
-    enabled = _bool(options, "enabled", True, label)
-    _bool(options, "strict", False, label)  # read by configure_or_disable's caller
+    def checked(name: str) -> Any:
+        return check_option(name, options.get(name, option(name).default), label(name))
+
+    enabled: bool = checked("enabled")
+    checked("strict")  # read by configure_or_disable's caller
     application_id = options.get("application_id")
     if application_id is not None and not isinstance(application_id, str):
         raise ConfigurationError(
@@ -228,12 +194,8 @@ def build_config(
                 "runs hooks synchronously: make it a plain function"
             )
 
-    claim = options.get("jwt_user_id_claim")
-    if claim is not None and (not isinstance(claim, str) or not claim.strip()):
-        raise ConfigurationError(f"{label('jwt_user_id_claim')} must be a non-empty string")
-    max_ua = options.get("max_user_agent_length", DEFAULT_MAX_USER_AGENT_LENGTH)
-    if type(max_ua) is not int or max_ua < 1:
-        raise ConfigurationError(f"{label('max_user_agent_length')} must be a positive integer")
+    claim: str | None = checked("jwt_user_id_claim")
+    max_ua: int = checked("max_user_agent_length")
 
     trusted_proxies, client_ip_headers = _client_ip(
         options.get("trusted_proxies"), options.get("client_ip_headers", ()), label
@@ -242,8 +204,9 @@ def build_config(
         options.get("session_token_headers", DEFAULT_SESSION_TOKEN_HEADERS),
         label("session_token_headers"),
     )
-    capture_campaign = _bool(options, "capture_campaign", True, label)
-    sender_options = _sender_options(options, label)
+    capture_campaign: bool = checked("capture_campaign")
+    sender_options = {name: options[name] for name in SENDER_OPTIONS if name in options}
+    validate_sender_options(sender_options, label)
 
     # Last, so that a missing id (a warning) never hides a real mistake (an error).
     try:
@@ -269,55 +232,14 @@ def build_config(
         trusted_proxies=trusted_proxies,
         client_ip_headers=client_ip_headers,
         session_token_headers=session_token_headers,
-        jwt_user_id_claim=claim.strip() if claim else None,
+        jwt_user_id_claim=claim,
         capture_campaign=capture_campaign,
         max_user_agent_length=max_ua,
         enabled=enabled,
         sender_options=MappingProxyType(sender_options),
         **hooks,
     )
-    return config, {name: options[name] for name in extra if name in options}
-
-
-def unknown_options_error(
-    unknown: Iterable[str],
-    valid: Sequence[str],
-    *,
-    style: Callable[[str], str] = str,
-    bare: Callable[[str], str] = str,
-    noun: str = "option",
-    where: str = "",
-) -> ConfigurationError:
-    """The error for unknown option names, suggesting the closest valid one.
-
-    The one place every adapter (and the sender) words this. ``unknown`` are the names as
-    the user wrote them, shown as such; ``bare`` turns one into an option name to match
-    (Flask strips ``MOESIF_USERS_``); ``valid`` are option names and ``style`` spells one
-    the way the user writes it (``str.upper`` for Django settings). Matching ignores case.
-    One unknown name with a close match reads ``unknown option 'batchsize': did you mean
-    'batch_size'?``; otherwise the valid names are listed.
-    """
-    names = [str(name) for name in unknown]
-    by_lower = {name.lower(): name for name in valid}
-    suggestions: list[str | None] = []
-    for name in names:
-        close = difflib.get_close_matches(bare(name).lower(), list(by_lower), n=1, cutoff=0.6)
-        suggestions.append(style(by_lower[close[0]]) if close else None)
-    if len(names) == 1:
-        message = f"unknown {noun} {names[0]!r}{where}"
-        if suggestions[0] is not None:
-            return ConfigurationError(f"{message}: did you mean {suggestions[0]!r}?")
-    else:
-        shown = ", ".join(
-            repr(name) if suggestion is None else f"{name!r} (did you mean {suggestion!r}?)"
-            for name, suggestion in zip(names, suggestions, strict=True)
-        )
-        message = f"unknown {noun}s {shown}{where}"
-        if None not in suggestions:
-            return ConfigurationError(message)
-    return ConfigurationError(
-        f"{message}; valid ones are: {', '.join(style(name) for name in valid)}"
-    )
+    return config, {name: checked(name) for name in extra if name in options}
 
 
 def configure_or_disable(
@@ -353,13 +275,6 @@ def configure_or_disable(
                 strict_hint,
             )
         return None
-
-
-def _bool(options: Mapping[str, Any], name: str, default: bool, label: Label) -> bool:
-    value = options.get(name, default)
-    if not isinstance(value, bool):
-        raise ConfigurationError(f"{label(name)} must be True or False, not {value!r}")
-    return value
 
 
 def _strings(value: object, what: str) -> tuple[str, ...]:
@@ -402,19 +317,3 @@ def _client_ip(
     except ValueError as exc:
         raise ConfigurationError(f"{label('client_ip_headers')}: {exc}") from None
     return proxies, names
-
-
-def _sender_options(options: Mapping[str, Any], label: Label) -> dict[str, Any]:
-    """The sender options given, checked by the sender's own validation."""
-    from .sender_options import validate_sender_options  # it imports this module
-
-    given = {name: options[name] for name in _SENDER_OPTION_NAMES if name in options}
-    try:
-        validate_sender_options(given)
-    except ConfigurationError as exc:
-        message = str(exc)
-        for name in given:
-            if message.startswith(name + " "):
-                message = label(name) + message[len(name) :]
-        raise ConfigurationError(message) from None
-    return given

@@ -63,6 +63,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 
 from moesif_users_middleware import hooks
+from moesif_users_middleware._options import adapter_options
 from moesif_users_middleware.capture import Capture, user_id_from_object
 from moesif_users_middleware.config import (
     CAPTURE_OPTIONS,
@@ -79,7 +80,7 @@ __all__ = ["CONFIG_PREFIX", "EXTENSION_KEY", "FLASK_OPTIONS", "FlaskState", "Moe
 
 EXTENSION_KEY = "moesif_users"
 CONFIG_PREFIX = "MOESIF_USERS_"
-FLASK_OPTIONS: tuple[str, ...] = ("force_user_load",)
+FLASK_OPTIONS: tuple[str, ...] = adapter_options("flask")
 """Options only the Flask extension accepts, besides ``CAPTURE_OPTIONS``."""
 
 _ADAPTER = "flask adapter"
@@ -124,10 +125,7 @@ def _configure(
     """The validated configuration and ``force_user_load``; raises ``ConfigurationError``."""
     merged = {**options_from_app_config(app_config), **options}
     config, extras = build_config(merged, extra_options=FLASK_OPTIONS, sync_hooks="Flask")
-    force_user_load = extras.get("force_user_load", False)
-    if not isinstance(force_user_load, bool):
-        raise ConfigurationError(f"force_user_load must be True or False, not {force_user_load!r}")
-    return config, force_user_load
+    return config, extras.get("force_user_load", False)
 
 
 def options_from_app_config(config: Mapping[str, Any]) -> dict[str, Any]:

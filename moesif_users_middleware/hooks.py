@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .errors import HookError
+
 __all__ = [
     "COUNTER_NAMES",
     "LOG_INTERVAL",
@@ -120,10 +122,6 @@ def resolve_hook(value: object, label: str) -> Hook | None:
         )
     _check_signature(value, label)
     return value
-
-
-class HookError(ValueError):
-    """A hook option that cannot be used (the configuration wraps it)."""
 
 
 def import_path(path: str, label: str) -> object:

@@ -13,12 +13,17 @@ stripped: it names an interface of one host, not a client.
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+
+from ._json import MAX_DEPTH, check_json, plain_bound
+from ._json import MAX_JSON_INT as MAX_JSON_INT  # the old import paths keep working
+from ._json import check_text as check_text
+from ._json import is_valid_text as is_valid_text
+from .errors import ValidationError
 
 __all__ = [
     "CAMPAIGN_FIELDS",
@@ -58,20 +63,11 @@ _STRING_FIELD_SET = frozenset(_STRING_FIELDS)
 _CAMPAIGN_FIELD_SET = frozenset(CAMPAIGN_FIELDS)
 _USER_FIELD_SET = frozenset(USER_FIELDS)
 MAX_ID_LENGTH = 1024
-MAX_METADATA_DEPTH = 32
+MAX_METADATA_DEPTH = MAX_DEPTH
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 # A dotted quad exactly as ``ipaddress`` accepts it (no leading zeros): the common case,
 # checked without the cost of building an address object.
 _IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}", re.ASCII)
-
-
-class ValidationError(ValueError):
-    """An invalid user or campaign; ``field`` names the offending field (dotted path)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 def parse_timestamp(value: object, field: str = "modified_time") -> str:
@@ -97,28 +93,6 @@ def parse_timestamp(value: object, field: str = "modified_time") -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-# Python refuses to print ints of more than 4300 digits (and JSON peers choke well before).
-MAX_JSON_INT = 10**4000
-
-
-def is_valid_text(text: str) -> bool:
-    """Whether ``text`` encodes to UTF-8 (no lone surrogates); O(1) for ASCII text."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def check_text(text: str, field: str) -> str:
-    """Return ``text``, or raise ``ValidationError`` when it is not valid Unicode."""
-    if not is_valid_text(text):
-        raise ValidationError(field, "not valid Unicode text (lone surrogate)")
-    return text
-
-
 def check_ip_address(text: str, field: str = "ip_address") -> str:
     """Return ``text`` if it is an IPv4 or IPv6 address, else raise ``ValidationError``.
 
@@ -140,104 +114,8 @@ def check_ip_address(text: str, field: str = "ip_address") -> str:
 
 def check_json_value(value: object, field: str, depth: int = 0) -> None:
     """Raise ``ValidationError`` unless ``value`` is plain, finite JSON (str keys only)."""
-    if _is_plain_json(value, depth):
-        return
-    _check_json_value(value, field, depth)
-
-
-def _is_plain_json(value: object, depth: int) -> bool:
-    """Fast path: ``True`` only for exact dict/list/str/int/bool/None/finite float trees.
-
-    It builds no field paths; anything else (subclasses, tuples, Mappings, errors) gets
-    ``False`` and :func:`_check_json_value` gives the exact verdict and message.
-    """
-    kind = type(value)
-    if kind is dict:
-        if depth >= MAX_METADATA_DEPTH:
-            return False
-        for key, item in value.items():  # type: ignore[attr-defined]
-            if type(key) is not str or not (key.isascii() or is_valid_text(key)):
-                return False
-            item_kind = type(item)
-            if item_kind is str:
-                if item.isascii() or is_valid_text(item):
-                    continue
-                return False
-            if item_kind is bool or item is None:
-                continue
-            if item_kind is int:
-                if -MAX_JSON_INT < item < MAX_JSON_INT:
-                    continue
-                return False
-            if item_kind is float:
-                if item - item != 0.0:  # NaN or infinity
-                    return False
-            elif not _is_plain_json(item, depth + 1):
-                return False
-        return True
-    if kind is list:
-        if depth >= MAX_METADATA_DEPTH:
-            return False
-        for item in value:  # type: ignore[attr-defined]
-            item_kind = type(item)
-            if item_kind is str:
-                if item.isascii() or is_valid_text(item):
-                    continue
-                return False
-            if item_kind is bool or item is None:
-                continue
-            if item_kind is int:
-                if -MAX_JSON_INT < item < MAX_JSON_INT:
-                    continue
-                return False
-            if item_kind is float:
-                if item - item != 0.0:
-                    return False
-            elif not _is_plain_json(item, depth + 1):
-                return False
-        return True
-    if kind is str:
-        return is_valid_text(value)  # type: ignore[arg-type]
-    if kind is int:
-        return -MAX_JSON_INT < value < MAX_JSON_INT  # type: ignore[operator]
-    if kind is bool or value is None:
-        return True
-    return kind is float and value - value == 0.0  # type: ignore[operator]
-
-
-def _check_json_value(value: object, field: str, depth: int = 0) -> None:
-    if isinstance(value, str):
-        check_text(value, field)
-        return
-    if isinstance(value, bool) or value is None:
-        return
-    if isinstance(value, int):
-        if not -MAX_JSON_INT < value < MAX_JSON_INT:
-            raise ValidationError(field, "integer too large for JSON (over 4000 digits)")
-        return
-    kind = type(value)
-    if kind is float:
-        if not math.isfinite(value):  # type: ignore[arg-type]
-            raise ValidationError(field, "NaN and infinity are not valid JSON")
-        return
-    if depth >= MAX_METADATA_DEPTH:
-        raise ValidationError(field, f"nested deeper than {MAX_METADATA_DEPTH} levels")
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if type(key) is not str:
-                raise ValidationError(field, f"keys must be strings, not {_kind(key)}")
-            check_text(key, field)
-            _check_json_value(item, f"{field}.{key}", depth + 1)
-        return
-    if isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            _check_json_value(item, f"{field}[{index}]", depth + 1)
-        return
-    if isinstance(value, float):  # subclasses
-        if not math.isfinite(value):
-            raise ValidationError(field, "NaN and infinity are not valid JSON")
-        return
-    raise ValidationError(field, f"{_kind(value)} is not JSON-serializable")
+    if type(value) is not dict or plain_bound(value, depth) is None:
+        check_json(value, field, depth)
 
 
 def normalize_campaign(value: object, field: str = "campaign") -> dict[str, str] | None:
@@ -301,15 +179,13 @@ def normalize_user(value: object, field: str = "user") -> dict[str, Any]:
                 raise ValidationError(key, f"must be a string, not {_kind(item)}")
             out[key] = check_text(item, key) if key != "ip_address" else check_ip_address(item)
         elif key == "metadata":
-            if type(item) is dict:
-                if not _is_plain_json(item, 0):
-                    _check_json_value(item, "metadata")
+            if type(item) is dict and plain_bound(item) is not None:
                 out["metadata"] = item
                 continue
-            if not isinstance(item, Mapping):
+            if not issubclass(type(item), Mapping):
                 raise ValidationError("metadata", f"must be an object, not {_kind(item)}")
-            check_json_value(item, "metadata")
-            out["metadata"] = dict(item)
+            metadata, _ = check_json(item, "metadata")
+            out["metadata"] = metadata if type(metadata) is dict else dict(metadata)
         elif key == "campaign":
             campaign = normalize_campaign(item)
             if campaign:

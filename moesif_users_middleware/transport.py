@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import httpx
 
 from .config import redact, resolve_application_id, resolve_base_url
+from .errors import ApiError, TransportError
 from .models import ValidationError, normalize_user
 from .transport_deadline import (
     BodyReader,
@@ -62,52 +63,8 @@ DEFAULT_TIMEOUT = 10.0
 GZIP_MIN_BYTES = 1024
 GZIP_LEVEL = 6
 _MAX_CONNECT_TIMEOUT = 5.0
-_MESSAGE_BODY = 300
 _USER_AGENT = "moesif-users-middleware/0.1.0"
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-
-
-class ApiError(Exception):
-    """The Users API answered with an error status (or, as ``TransportError``, not at all).
-
-    ``status_code`` is the HTTP status (``None`` for a network failure), ``body`` the
-    response text (its first 64 KiB), ``retry_after`` the ``Retry-After`` delay in seconds.
-    """
-
-    def __init__(
-        self,
-        status_code: int | None,
-        body: str = "",
-        retry_after: float | None = None,
-        message: str | None = None,
-    ) -> None:
-        if message is None:
-            snippet = body[:_MESSAGE_BODY] + ("..." if len(body) > _MESSAGE_BODY else "")
-            message = f"Users API answered {status_code}" + (f": {snippet}" if snippet else "")
-        super().__init__(message)
-        self.status_code = status_code
-        self.body = body
-        self.retry_after = retry_after
-
-    @property
-    def retryable(self) -> bool:
-        """Whether a retry may succeed: network errors, 408, 429 and 5xx."""
-        code = self.status_code
-        return code is None or code in (408, 429) or code >= 500
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (ApiError, (self.status_code, self.body, self.retry_after, str(self)))
-
-
-class TransportError(ApiError):
-    """The request did not complete: connection refused or reset, timeout (including an
-    answer not complete within the request's ``timeout``), protocol error."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(None, "", None, message)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (TransportError, (str(self),))
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from moesif_users_middleware import hooks
+from moesif_users_middleware._options import adapter_options
 from moesif_users_middleware.capture import Capture
 from moesif_users_middleware.config import (
     HOOK_OPTIONS,
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
 
 __all__ = ["WSGI_OPTIONS", "MoesifUsersMiddleware", "ResponseView"]
 
-WSGI_OPTIONS: tuple[str, ...] = ("request_class",)
+WSGI_OPTIONS: tuple[str, ...] = adapter_options("wsgi")
 """Options only the plain WSGI middleware accepts, besides ``CAPTURE_OPTIONS``."""
 
 _ADAPTER = "wsgi adapter"

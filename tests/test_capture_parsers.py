@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from moesif_users_middleware.capture import _json_object, user_id_from_object
+from moesif_users_middleware._json import check_json
+from moesif_users_middleware.capture import user_id_from_object
 from moesif_users_middleware.models import ValidationError, check_json_value
 from moesif_users_middleware.session_token import (
     bearer_token,
@@ -221,7 +222,7 @@ def test_user_id_from_object(user: Any, expected: str | None) -> None:
 )
 def test_plain_metadata_is_returned_as_is(metadata: dict[str, Any]) -> None:
     snapshot = json.dumps(metadata, sort_keys=True)
-    checked, bound = _json_object(metadata, 0)
+    checked, bound = check_json(metadata, "metadata")
     assert checked is metadata
     assert bound >= len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False))
     assert json.dumps(metadata, sort_keys=True) == snapshot
@@ -230,13 +231,13 @@ def test_plain_metadata_is_returned_as_is(metadata: dict[str, Any]) -> None:
 def test_mappings_that_are_not_dicts_are_copied_into_dicts() -> None:
     inner = MappingProxyType({"b": 1})
     metadata = {"a": inner, "l": [MappingProxyType({"c": 2})]}
-    checked, _ = _json_object(metadata, 0)
+    checked, _ = check_json(metadata, "metadata")
     assert checked == {"a": {"b": 1}, "l": [{"c": 2}]}
     assert type(checked["a"]) is dict
     assert type(checked["l"][0]) is dict
     assert metadata["a"] is inner  # the hook's data is untouched
     json.dumps(checked)
-    top, _ = _json_object(MappingProxyType({"x": 1}), 0)
+    top, _ = check_json(MappingProxyType({"x": 1}), "metadata")
     assert top == {"x": 1}
     assert type(top) is dict
 
@@ -255,7 +256,7 @@ def test_mappings_that_are_not_dicts_are_copied_into_dicts() -> None:
 )
 def test_invalid_metadata_is_rejected(metadata: dict[Any, Any]) -> None:
     with pytest.raises(ValidationError):
-        _json_object(metadata, 0)
+        check_json(metadata, "metadata")
 
 
 def test_deep_metadata_is_rejected() -> None:
@@ -265,7 +266,7 @@ def test_deep_metadata_is_rejected() -> None:
         node["d"] = {}
         node = node["d"]
     with pytest.raises(ValidationError, match="deeper"):
-        _json_object(deep, 0)
+        check_json(deep, "metadata")
 
 
 json_values = st.recursive(
@@ -286,7 +287,7 @@ def test_metadata_check_agrees_with_the_models_check(metadata: dict[str, Any]) -
     except ValidationError:
         valid = False
     try:
-        checked, bound = _json_object(metadata, 0)
+        checked, bound = check_json(metadata, "metadata")
     except ValidationError:
         assert not valid
         return

@@ -268,12 +268,6 @@ def test_default_options() -> None:
     assert set(SENDER_OPTIONS) == set(SenderOptions.__dataclass_fields__)
 
 
-def test_sender_option_names_match_the_config_module() -> None:
-    from moesif_users_middleware import config
-
-    assert config._SENDER_OPTION_NAMES == SENDER_OPTIONS
-
-
 def test_unknown_option_lists_the_valid_ones() -> None:
     with pytest.raises(UnknownOptionError) as info:
         validate_sender_options({"batchsize": 5})

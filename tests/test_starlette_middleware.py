@@ -32,21 +32,14 @@ from starlette.websockets import WebSocket
 
 import moesif_users_middleware.starlette as adapter
 from moesif_users_middleware.capture import capture_stats
-from moesif_users_middleware.config import ConfigurationError
+from moesif_users_middleware.config import HOOK_OPTIONS, ConfigurationError
 from moesif_users_middleware.sender import _reset_senders_for_tests, get_sender
 from moesif_users_middleware.starlette import MoesifUsersMiddleware, ResponseView
 
 # TestClient streams a response body (rather than buffering it) from Starlette 1.9 on.
 STREAMING_TESTCLIENT = tuple(int(part) for part in starlette.__version__.split(".")[:2]) >= (1, 9)
 
-HOOK_NAMES = (
-    "identify_user",
-    "identify_company",
-    "get_session_token",
-    "get_metadata",
-    "get_campaign",
-    "skip",
-)
+HOOK_NAMES = HOOK_OPTIONS
 
 
 @pytest.fixture(autouse=True)

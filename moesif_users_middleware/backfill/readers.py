@@ -35,6 +35,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import IO, Any, Final
 
+from .._json import is_valid_text
 from ..models import CAMPAIGN_FIELDS
 
 __all__ = [
@@ -339,7 +340,7 @@ class CsvReader(RecordReader):
             stream, encoding="utf-8", errors="surrogateescape", newline=""
         )
         header_line = self._text.readline()
-        if not _is_utf8(header_line):
+        if not is_valid_text(header_line):
             raise MalformedInputError(f"{self.name}: the header line is not UTF-8 text")
         delimiter = _delimiter(header_line)
         header = next(csv.reader([header_line], delimiter=delimiter), [])
@@ -376,7 +377,7 @@ class CsvReader(RecordReader):
                 raise MalformedInputError(f"{self.name} line {start}: {exc}") from None
             if not row or (len(row) == 1 and not row[0]):
                 continue  # a blank line
-            if not _is_utf8("".join(row)):
+            if not is_valid_text("".join(row)):
                 yield start, Unparsed("the row is not UTF-8 text"), [_printable(c) for c in row]
                 continue
             if len(row) > width:
@@ -526,16 +527,6 @@ def _column_plan(header: list[str], name: str) -> list[_Column]:
     if ("user_id",) not in seen:
         raise bad("the header has no user_id column")
     return plan
-
-
-def _is_utf8(text: str) -> bool:
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _printable(cell: str) -> str:

@@ -22,7 +22,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -260,10 +260,6 @@ class Backfill:
                         data = encode(normalize(value)).encode()
                     except ValidationError as exc:
                         rejects.append((key, exc.field, exc.message, raw))
-                    except UnicodeEncodeError:
-                        field_name = _surrogate_field(value)
-                        message = "contains an unpaired UTF-16 surrogate"
-                        rejects.append((key, field_name, message, raw))
                     except (TypeError, ValueError, RecursionError) as exc:
                         rejects.append((key, None, str(exc) or type(exc).__name__, raw))
                     else:
@@ -471,27 +467,3 @@ class _Pacer:
         delay = due - time.monotonic()
         if delay > 0:
             stop.wait(delay)
-
-
-def _surrogate_field(value: Any, path: str = "") -> str | None:
-    """The dotted path of the first string holding a lone surrogate, if any."""
-    if isinstance(value, str):
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return path or None
-        return None
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            name = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and _surrogate_field(key) is not None:
-                return name
-            found = _surrogate_field(item, name)
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _surrogate_field(item, f"{path}[{index}]")
-            if found is not None:
-                return found
-    return None

@@ -7,9 +7,7 @@ Every problem with what the client sent becomes a :class:`ClientError` (400, 413
 from __future__ import annotations
 
 import json
-import re
 import zlib
-from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from starlette.requests import ClientDisconnect, Request
@@ -18,8 +16,6 @@ from ..models import ValidationError, normalize_user
 from .errors import ClientError
 
 __all__ = ["parse_json", "parse_users", "read_body"]
-
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -66,14 +62,12 @@ def parse_users(body: bytes, *, batch: bool) -> list[dict[str, Any]]:
         if not isinstance(payload, dict):
             raise ClientError(400, "invalid body", "expected a JSON object (one user)")
         items = [payload]
-    # Only escapes like \ud800 can produce strings that UTF-8 (and SQLite) cannot hold.
-    check_text = _SURROGATE_ESCAPE.search(text) is not None
+    # normalize_user rejects text UTF-8 (and SQLite) cannot hold, naming the field: the
+    # lone surrogates an escape like \ud800 produces.
     users: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         try:
             user = normalize_user(item)
-            if check_text:
-                _check_encodable(user, "")
         except ValidationError as exc:
             _invalid_user(index if batch else None, exc.field, exc.message)
         except (ValueError, TypeError, OverflowError, RecursionError) as exc:
@@ -106,25 +100,6 @@ def _decode(body: bytes) -> str:
 def _invalid_user(index: int | None, field: str, message: str) -> NoReturn:
     extra: dict[str, Any] = {} if index is None else {"index": index}
     raise ClientError(400, "invalid user", message, field=field, **extra)
-
-
-def _check_encodable(value: Any, path: str) -> None:
-    if isinstance(value, str):
-        _check_string(value, path)
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            _check_string(key, path)
-            _check_encodable(item, f"{path}.{key}" if path else key)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_encodable(item, f"{path}[{index}]")
-
-
-def _check_string(text: str, path: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValidationError(path or "user", "contains an unpaired UTF-16 surrogate") from None
 
 
 def _reject_constant(name: str) -> NoReturn:

@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from moesif_users_middleware._options import adapter_options
 from moesif_users_middleware.config import (
     CAPTURE_OPTIONS,
     CaptureConfig,
@@ -36,7 +37,7 @@ __all__ = [
 SETTING = "MOESIF_USERS"
 # Options only the Django adapter understands (lower-case, as build_config expects).
 # GET_USER_PROFILE is read by the moesif_users_backfill command, not the middleware.
-EXTRA_OPTIONS: tuple[str, ...] = ("force_user_load", "get_user_profile")
+EXTRA_OPTIONS: tuple[str, ...] = adapter_options("django")
 
 
 @dataclass(frozen=True)
@@ -72,12 +73,7 @@ def parse(raw: Mapping[str, Any]) -> DjangoSettings:
         extra_options=EXTRA_OPTIONS,
         source=f"settings.{SETTING}",
     )
-    force_user_load = extras.get("force_user_load", False)
-    if not isinstance(force_user_load, bool):
-        raise ConfigurationError(
-            f"settings.{SETTING}['FORCE_USER_LOAD'] must be True or False, not {force_user_load!r}"
-        )
-    return DjangoSettings(config=config, force_user_load=force_user_load)
+    return DjangoSettings(config=config, force_user_load=extras.get("force_user_load", False))
 
 
 def unknown_keys_error(keys: list[Any]) -> ConfigurationError:

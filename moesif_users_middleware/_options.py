@@ -1,0 +1,377 @@
+"""The option table: one row per option (name, default, validator, where it applies, doc).
+
+Everything about options is derived from :data:`OPTIONS`: the names every adapter
+accepts (:data:`CAPTURE_OPTIONS`), the sender's (:data:`SENDER_OPTIONS`, which
+``get_sender`` also takes), the adapter-only ones (:func:`adapter_options`), the
+defaults of :class:`~moesif_users_middleware.sender_options.SenderOptions`, the values
+``config.build_config`` checks, the Django system checks, Flask's ``MOESIF_USERS_*``
+keys, and the README's option table (:func:`markdown_table`; a test keeps the README
+equal to it).
+
+Where an option applies (``where``):
+
+- ``capture``: every adapter (keyword arguments; upper-case keys in Django settings;
+  ``MOESIF_USERS_<NAME>`` in Flask's ``app.config``);
+- ``sender``: ``get_sender`` and every adapter (which hands it to its sender);
+- ``django``, ``flask``, ``wsgi``: that adapter only.
+
+A row's ``check`` takes ``(value, label)`` and returns the value to use or raises
+:class:`ConfigurationError` with a message starting with ``label`` (how the user spells
+the option: ``batch_size``, ``settings.MOESIF_USERS['BATCH_SIZE']``). Rows without one
+(the application id, the URL, hooks, client-IP settings, ``request_class``) are
+checked by the code that uses them, against the resolver or importer that will use them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "CAPTURE_OPTIONS",
+    "HOOK_OPTIONS",
+    "OPTIONS",
+    "SENDER_OPTIONS",
+    "Option",
+    "adapter_options",
+    "check_option",
+    "markdown_table",
+    "option",
+    "unknown_options_error",
+]
+
+Check = Callable[[Any, str], Any]
+
+MIN_BATCH_BYTES = 256
+MAX_SECONDS = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its name, default, where it applies, its check and its doc line."""
+
+    name: str
+    default: Any
+    shown: str  # the default as the README shows it
+    doc: str
+    where: str = "capture"
+    check: Check | None = None
+    hook: bool = False  # documented in the README's table of hooks instead
+
+    @property
+    def label(self) -> str:
+        """The README's first column: the name, and the adapters for adapter-only options."""
+        adapters = {"django": "Django", "flask": "Flask", "wsgi": "plain WSGI"}
+        names = [adapters[part] for part in self.where.split(",") if part in adapters]
+        return f"`{self.name}`" + (f" ({', '.join(names)})" if names else "")
+
+
+# -- the checks ------------------------------------------------------------------------------
+
+
+def _kind(value: object) -> str:
+    return type(value).__name__
+
+
+def boolean(value: Any, label: str) -> bool:
+    """``True`` or ``False`` exactly."""
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{label} must be True or False, not {value!r}")
+    return value
+
+
+def integer(low: int) -> Check:
+    """An ``int`` (not a ``bool``) of at least ``low``."""
+
+    def check(value: Any, label: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigurationError(f"{label} must be an integer, not {_kind(value)}")
+        if value < low:
+            raise ConfigurationError(f"{label} must be at least {low}, got {value}")
+        return value
+
+    return check
+
+
+def seconds(allow_zero: bool) -> Check:
+    """A finite number of seconds, more than zero (or zero too), at most a day."""
+
+    def check(value: Any, label: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigurationError(f"{label} must be a number of seconds, not {_kind(value)}")
+        number = float(value)
+        if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+            bound = "zero or more" if allow_zero else "more than zero"
+            raise ConfigurationError(f"{label} must be {bound} seconds, got {value!r}")
+        if number > MAX_SECONDS:
+            raise ConfigurationError(
+                f"{label} must be at most {MAX_SECONDS:g} seconds, got {value!r}"
+            )
+        return number
+
+    return check
+
+
+def claim_name(value: Any, label: str) -> str | None:
+    """``None`` or a non-empty string (stripped)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{label} must be a non-empty string")
+    return value.strip()
+
+
+def positive_length(value: Any, label: str) -> int:
+    """A positive ``int`` (exactly: no ``bool``, no subclass)."""
+    if type(value) is not int or value < 1:
+        raise ConfigurationError(f"{label} must be a positive integer")
+    return value
+
+
+# -- the table -------------------------------------------------------------------------------
+
+_HOOK_DOC = "hook, see Hooks"
+_MIB = 1024 * 1024
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "application_id",
+        None,
+        "`MOESIF_APPLICATION_ID`",
+        "your Moesif collector application id",
+    ),
+    Option(
+        "base_url",
+        None,
+        "`MOESIF_BASE_URL` or `https://api.moesif.net`",
+        "API base URL",
+    ),
+    *(
+        Option(name, None, "none", _HOOK_DOC, hook=True)
+        for name in (
+            "identify_user",
+            "identify_company",
+            "get_session_token",
+            "get_metadata",
+            "get_campaign",
+            "skip",
+        )
+    ),
+    Option(
+        "trusted_proxies",
+        None,
+        "127.0.0.0/8, ::1, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7",
+        "peers whose `Forwarded` / `X-Forwarded-For` / `X-Real-IP` are believed "
+        "(replaces the default)",
+    ),
+    Option(
+        "client_ip_headers",
+        (),
+        "none",
+        "extra headers to believe from trusted peers (e.g. `cf-connecting-ip`)",
+    ),
+    Option(
+        "session_token_headers",
+        ("x-api-key",),
+        '`("x-api-key",)`',
+        "headers read for the session token after `Authorization: Bearer`",
+    ),
+    Option(
+        "jwt_user_id_claim",
+        None,
+        "off",
+        "read the user id from this claim of a Bearer JWT (**unverified**)",
+        check=claim_name,
+    ),
+    Option(
+        "capture_campaign",
+        True,
+        "`True`",
+        "extract the campaign from the query string and `Referer`",
+        check=boolean,
+    ),
+    Option(
+        "max_user_agent_length",
+        512,
+        "512",
+        "longer `User-Agent` values are cut",
+        check=positive_length,
+    ),
+    Option(
+        "force_user_load",
+        False,
+        "`False`",
+        "load the framework's user even when the request did not",
+        where="django,flask",
+        check=boolean,
+    ),
+    Option(
+        "get_user_profile",
+        None,
+        "none",
+        "`get_user_profile(user)` builds the profile the `moesif_users_backfill` command "
+        "sends (see Bulk backfill)",
+        where="django",
+    ),
+    Option(
+        "enabled",
+        True,
+        "`True`",
+        "`False` turns the middleware off (silently)",
+        check=boolean,
+    ),
+    Option(
+        "strict",
+        False,
+        "`False`",
+        "raise `ConfigurationError` at construction instead of turning capture off (see below)",
+        check=boolean,
+    ),
+    Option(
+        "request_class",
+        None,
+        "none: hooks get the environ",
+        "class or callable building the `request` hooks get from the environ",
+        where="wsgi",
+    ),
+    Option("batch_size", 100, "100", "users per POST", where="sender", check=integer(1)),
+    Option(
+        "max_batch_bytes",
+        _MIB,
+        "1 MiB",
+        "serialized bytes per POST (before gzip)",
+        where="sender",
+        check=integer(MIN_BATCH_BYTES),
+    ),
+    Option(
+        "max_queue_size",
+        10_000,
+        "10,000",
+        "distinct users pending; new users beyond it are dropped and counted",
+        where="sender",
+        check=integer(1),
+    ),
+    Option(
+        "max_queue_bytes",
+        16 * _MIB,
+        "16 MiB",
+        "serialized bytes of all pending users (estimated from what was sent); new users "
+        "beyond it are dropped and counted",
+        where="sender",
+        check=integer(MIN_BATCH_BYTES),
+    ),
+    Option(
+        "flush_interval",
+        2.0,
+        "2 s",
+        "how often the sender sends (jittered)",
+        where="sender",
+        check=seconds(allow_zero=False),
+    ),
+    Option(
+        "min_update_interval",
+        60.0,
+        "60 s",
+        "a capture identical to the user's last one, or an update identical to the last one "
+        "delivered, within this is skipped (0: off)",
+        where="sender",
+        check=seconds(allow_zero=True),
+    ),
+    Option(
+        "timeout",
+        10.0,
+        "10 s",
+        "HTTP time limit per request, from connect to the last byte of the answer",
+        where="sender",
+        check=seconds(allow_zero=False),
+    ),
+    Option(
+        "shutdown_timeout",
+        3.0,
+        "3 s",
+        "the most exit/shutdown may wait for delivery",
+        where="sender",
+        check=seconds(allow_zero=True),
+    ),
+    Option(
+        "gzip", True, "`True`", "gzip request bodies above 1 KiB", where="sender", check=boolean
+    ),
+)
+
+_BY_NAME: dict[str, Option] = {row.name: row for row in OPTIONS}
+
+HOOK_OPTIONS: tuple[str, ...] = tuple(row.name for row in OPTIONS if row.hook)
+SENDER_OPTIONS: tuple[str, ...] = tuple(row.name for row in OPTIONS if row.where == "sender")
+CAPTURE_OPTIONS: tuple[str, ...] = tuple(
+    row.name for row in OPTIONS if row.where in ("capture", "sender")
+)
+"""Every adapter's options: the capture's and the sender's."""
+
+
+def adapter_options(adapter: str) -> tuple[str, ...]:
+    """The options only ``adapter`` (``"django"``, ``"flask"``, ``"wsgi"``) accepts."""
+    return tuple(row.name for row in OPTIONS if adapter in row.where.split(","))
+
+
+def option(name: str) -> Option:
+    """The row of ``name`` (``KeyError`` for an unknown name)."""
+    return _BY_NAME[name]
+
+
+def check_option(name: str, value: Any, label: str | None = None) -> Any:
+    """``value`` checked by ``name``'s row (as it is when the row has no check)."""
+    check = _BY_NAME[name].check
+    return value if check is None else check(value, name if label is None else label)
+
+
+def markdown_table() -> str:
+    """The README's option table (hooks have their own table)."""
+    lines = ["| option | default | meaning |", "|---|---|---|"]
+    lines += [f"| {row.label} | {row.shown} | {row.doc} |" for row in OPTIONS if not row.hook]
+    return "\n".join(lines) + "\n"
+
+
+def unknown_options_error(
+    unknown: Iterable[str],
+    valid: Sequence[str],
+    *,
+    style: Callable[[str], str] = str,
+    bare: Callable[[str], str] = str,
+    noun: str = "option",
+    where: str = "",
+) -> ConfigurationError:
+    """The error for unknown option names, suggesting the closest valid one.
+
+    The one place every adapter (and the sender) words this. ``unknown`` are the names as
+    the user wrote them, shown as such; ``bare`` turns one into an option name to match
+    (Flask strips ``MOESIF_USERS_``); ``valid`` are option names and ``style`` spells one
+    the way the user writes it (``str.upper`` for Django settings). Matching ignores case.
+    One unknown name with a close match reads ``unknown option 'batchsize': did you mean
+    'batch_size'?``; otherwise the valid names are listed.
+    """
+    names = [str(name) for name in unknown]
+    by_lower = {name.lower(): name for name in valid}
+    suggestions: list[str | None] = []
+    for name in names:
+        close = difflib.get_close_matches(bare(name).lower(), list(by_lower), n=1, cutoff=0.6)
+        suggestions.append(style(by_lower[close[0]]) if close else None)
+    if len(names) == 1:
+        message = f"unknown {noun} {names[0]!r}{where}"
+        if suggestions[0] is not None:
+            return ConfigurationError(f"{message}: did you mean {suggestions[0]!r}?")
+    else:
+        shown = ", ".join(
+            repr(name) if suggestion is None else f"{name!r} (did you mean {suggestion!r}?)"
+            for name, suggestion in zip(names, suggestions, strict=True)
+        )
+        message = f"unknown {noun}s {shown}{where}"
+        if None not in suggestions:
+            return ConfigurationError(message)
+    return ConfigurationError(
+        f"{message}; valid ones are: {', '.join(style(name) for name in valid)}"
+    )
