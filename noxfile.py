@@ -58,7 +58,9 @@ import importlib, pkgutil, sys
 
 FRAMEWORKS = {"django", "flask", "werkzeug", "starlette", "fastapi", "uvicorn", "gunicorn"}
 # Modules that belong to one framework (or the collector) and so must fail to import here.
-ADAPTERS = {"django", "flask", "starlette", "collector", "backfill.django_source"}
+ADAPTERS = {
+    "django", "flask", "starlette", "collector", "backfill.django_source", "_capture.wsgi_request"
+}
 PREFIX = "moesif_users_middleware."
 
 class Blocker:

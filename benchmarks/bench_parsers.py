@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from moesif_users_middleware.campaign import extract_campaign
-from moesif_users_middleware.client_ip import ClientIpResolver
+from moesif_users_middleware._capture.campaign import extract_campaign
+from moesif_users_middleware._capture.client_ip import ClientIpResolver
 
 LOOPS = 100_000
 REPEATS = 7

@@ -22,7 +22,7 @@ import time
 import weakref
 from typing import Any, Protocol
 
-from .sigterm import install_sigterm_flush
+from ._sigterm import install_sigterm_flush
 
 __all__ = [
     "drain_all",

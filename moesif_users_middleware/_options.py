@@ -3,7 +3,7 @@
 Everything about options is derived from :data:`OPTIONS`: the names every adapter
 accepts (:data:`CAPTURE_OPTIONS`), the sender's (:data:`SENDER_OPTIONS`, which
 ``get_sender`` also takes), the adapter-only ones (:func:`adapter_options`), the
-defaults of :class:`~moesif_users_middleware.sender_options.SenderOptions`, the values
+defaults of :class:`~moesif_users_middleware._delivery.options.SenderOptions`, the values
 ``config.build_config`` checks, the Django system checks, Flask's ``MOESIF_USERS_*``
 keys, and the README's option table (:func:`markdown_table`; a test keeps the README
 equal to it).

@@ -28,7 +28,7 @@ def _run_collector(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from ._demo.run import run_demo
 
     return run_demo(serve=args.serve, port=args.port, users=args.users)
 

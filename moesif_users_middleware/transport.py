@@ -28,15 +28,15 @@ from typing import Any, NamedTuple
 
 import httpx
 
-from .config import redact, resolve_application_id, resolve_base_url
-from .errors import ApiError, TransportError
-from .models import ValidationError, normalize_user
-from .transport_deadline import (
+from ._config import redact, resolve_application_id, resolve_base_url
+from ._transport.deadline import (
     BodyReader,
     Deadline,
     active_deadline,
     deadline_transport,
 )
+from .errors import ApiError, TransportError
+from .models import ValidationError, normalize_user
 
 __all__ = [
     "APPLICATION_ID_HEADER",

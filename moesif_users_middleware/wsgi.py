@@ -19,9 +19,9 @@ Hooks are called as ``hook(request, response)``, whatever else is installed:
   its dotted path), called once per request that reaches a hook. With
   ``request_class=werkzeug.wrappers.Request`` hooks get the app's own werkzeug request
   when it left one in ``environ["werkzeug.request"]``, else a
-  :class:`~moesif_users_middleware.wsgi_request.LazyRequest` (a real werkzeug
+  :class:`~moesif_users_middleware._capture.wsgi_request.LazyRequest` (a real werkzeug
   ``Request`` that parses only what the hook reads).
-- ``response`` is a :class:`~moesif_users_middleware.wsgi_response.ResponseView`:
+- ``response`` is a :class:`~moesif_users_middleware._capture.wsgi_response.ResponseView`:
   ``status`` (the status line, ``"201 Created"``), ``status_code`` (``201``; ``None``
   if the line does not start with a number), ``headers`` (the list of ``(name, value)``
   pairs the app passed to ``start_response``, as passed) and ``header(name)`` (the first
@@ -34,7 +34,7 @@ and nothing is recorded for that request.
 A configuration mistake never stops the app: without an application id capture is off
 with one WARNING; any other bad option (including an ``async def`` hook: WSGI has no
 event loop to await it on) turns capture off with one ERROR naming it. ``strict=True``
-raises :class:`~moesif_users_middleware.config.ConfigurationError` from the constructor
+raises :class:`~moesif_users_middleware._config.ConfigurationError` from the constructor
 instead.
 """
 
@@ -46,17 +46,17 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from moesif_users_middleware import hooks
-from moesif_users_middleware._options import adapter_options
-from moesif_users_middleware.capture import Capture
-from moesif_users_middleware.config import (
+from moesif_users_middleware._capture import hooks
+from moesif_users_middleware._capture.pipeline import Capture
+from moesif_users_middleware._capture.request_view import EnvironView
+from moesif_users_middleware._capture.wsgi_response import ResponseView, call_on_close
+from moesif_users_middleware._config import (
     HOOK_OPTIONS,
     ConfigurationError,
     build_config,
     configure_or_disable,
 )
-from moesif_users_middleware.request_view import EnvironView
-from moesif_users_middleware.wsgi_response import ResponseView, call_on_close
+from moesif_users_middleware._options import adapter_options
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -72,10 +72,10 @@ _ADAPTER = "wsgi adapter"
 class MoesifUsersMiddleware:
     """WSGI middleware: after each response is closed, queue the user's profile update.
 
-    Accepts every option of :data:`moesif_users_middleware.config.CAPTURE_OPTIONS`, and
+    Accepts every option of :data:`moesif_users_middleware._config.CAPTURE_OPTIONS`, and
     ``request_class``, as keyword arguments; they are validated here, once. A mistake
     turns capture off with one logged warning or error (``strict=True``: raises
-    :class:`~moesif_users_middleware.config.ConfigurationError`).
+    :class:`~moesif_users_middleware._config.ConfigurationError`).
     """
 
     def __init__(self, app: WSGIApplication, **options: Any) -> None:
@@ -159,7 +159,7 @@ def _request_class(value: object) -> Callable[[WSGIEnvironment], Any] | None:
         pass
     werkzeug = sys.modules.get("werkzeug.wrappers.request")  # given werkzeug's, it is loaded
     if werkzeug is not None and value is werkzeug.Request:
-        from moesif_users_middleware.wsgi_request import LazyRequest
+        from moesif_users_middleware._capture.wsgi_request import LazyRequest
 
         return partial(_werkzeug_request, LazyRequest)
     factory: Callable[[WSGIEnvironment], Any] = value

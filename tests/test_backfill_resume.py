@@ -26,13 +26,13 @@ pytest.importorskip("starlette")
 
 from conftest import CollectorHandle
 
+from moesif_users_middleware._delivery.retry import RetryPolicy
 from moesif_users_middleware.backfill.checkpoint import Checkpoint
 from moesif_users_middleware.backfill.readers import open_reader
 from moesif_users_middleware.backfill.rejects import RejectsFile
 from moesif_users_middleware.backfill.runner import Backfill, BackfillOptions, _Pacer
 from moesif_users_middleware.cli import main
 from moesif_users_middleware.collector.store import partition_key
-from moesif_users_middleware.retry import RetryPolicy
 from moesif_users_middleware.transport import UsersClient
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moesif_users_middleware.campaign import (
+from moesif_users_middleware._capture.campaign import (
     CAMPAIGN_QUERY_KEYS,
     MAX_REFERRER_LENGTH,
     MAX_VALUE_LENGTH,

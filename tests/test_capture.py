@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from moesif_users_middleware.capture import MAX_METADATA_LENGTH, Capture, capture_stats
-from moesif_users_middleware.config import build_config
+from moesif_users_middleware._capture.pipeline import MAX_METADATA_LENGTH, Capture, capture_stats
+from moesif_users_middleware._capture.request_view import EnvironView, ScopeView, SnapshotSpec
+from moesif_users_middleware._config import build_config
 from moesif_users_middleware.models import Campaign
-from moesif_users_middleware.request_view import EnvironView, ScopeView, SnapshotSpec
 
 PUBLIC_PEER = "203.0.113.5"
 UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"

@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 from faults import FaultServer, Reply
 
-from moesif_users_middleware._delivery.engine import INBOX_MAX, INBOX_WAKE
-from moesif_users_middleware.capture import Capture, capture_stats
-from moesif_users_middleware.config import build_config
-from moesif_users_middleware.request_view import (
+from moesif_users_middleware._capture.pipeline import Capture, capture_stats
+from moesif_users_middleware._capture.request_view import (
     EnvironView,
     ScopeView,
     SnapshotSpec,
     SnapshotView,
 )
+from moesif_users_middleware._config import build_config
+from moesif_users_middleware._delivery.engine import INBOX_MAX, INBOX_WAKE
 from moesif_users_middleware.sender import _reset_senders_for_tests
 
 PEER = "203.0.113.5"

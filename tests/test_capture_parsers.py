@@ -14,14 +14,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from moesif_users_middleware._json import check_json
-from moesif_users_middleware.capture import user_id_from_object
-from moesif_users_middleware.models import ValidationError, check_json_value
-from moesif_users_middleware.session_token import (
+from moesif_users_middleware._capture.pipeline import user_id_from_object
+from moesif_users_middleware._capture.session_token import (
     bearer_token,
     jwt_claim,
     token_from_authorization,
 )
+from moesif_users_middleware._json import check_json
+from moesif_users_middleware.models import ValidationError, check_json_value
 
 
 def make_jwt(payload: Any, header: Any = None) -> str:

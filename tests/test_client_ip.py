@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moesif_users_middleware.client_ip import (
+from moesif_users_middleware._capture.client_ip import (
     DEFAULT_TRUSTED_PROXIES,
     ClientIpResolver,
     _parse_node,

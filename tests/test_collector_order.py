@@ -254,8 +254,8 @@ UPDATES = [
 
 def test_updates_in_time_order_merge_exactly_as_merge_update() -> None:
     """The clocked merge equals the plain one when every update is the newest."""
+    from moesif_users_middleware._merge import merge_update
     from moesif_users_middleware.collector.ordering import merge_profile
-    from moesif_users_middleware.merge import merge_update
 
     profile: dict[str, Any] | None = None
     clocks: dict[str, Any] = {}

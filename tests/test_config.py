@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from moesif_users_middleware.config import (
+from moesif_users_middleware._config import (
     CAPTURE_OPTIONS,
     DEFAULT_BASE_URL,
     HOOK_OPTIONS,
@@ -18,7 +18,7 @@ from moesif_users_middleware.config import (
     redact,
     unknown_options_error,
 )
-from moesif_users_middleware.sender_options import SENDER_OPTIONS
+from moesif_users_middleware._delivery.options import SENDER_OPTIONS
 
 APP = "app-id-1234567890"
 

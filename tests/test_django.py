@@ -26,7 +26,7 @@ from django.http.response import HttpResponseBase  # noqa: E402
 from django.test import AsyncClient, Client, override_settings  # noqa: E402
 from django_views import issue_token  # noqa: E402
 
-from moesif_users_middleware.capture import Capture, capture_stats  # noqa: E402
+from moesif_users_middleware._capture.pipeline import Capture, capture_stats  # noqa: E402
 from moesif_users_middleware.sender import _reset_senders_for_tests, get_sender  # noqa: E402
 
 HOOKS = "django_views."

@@ -213,7 +213,7 @@ def test_gunicorn_preload_two_workers_deliver_every_profile_after_sigterm(
 
 
 # uvicorn re-raises SIGTERM after its shutdown and Django's ASGI handler has no lifespan:
-# only the sender's SIGTERM flush (moesif_users_middleware.sigterm) can deliver here.
+# only the sender's SIGTERM flush (moesif_users_middleware._sigterm) can deliver here.
 def test_django_asgi_handler_under_uvicorn_delivers_every_profile_after_sigterm(
     example_env: dict[str, str],
     demo_users: list[dict[str, Any]],

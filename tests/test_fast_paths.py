@@ -15,12 +15,15 @@ from uuid import UUID
 
 import pytest
 
-from moesif_users_middleware.capture import UNSET, Capture
-from moesif_users_middleware.merge import deep_merge, merge_update
+from moesif_users_middleware._capture.pipeline import UNSET, Capture
+from moesif_users_middleware._capture.request_view import EnvironView
+from moesif_users_middleware._capture.session_token import (
+    MAX_TOKEN_LENGTH,
+    token_from_authorization,
+)
+from moesif_users_middleware._merge import deep_merge, merge_update
 from moesif_users_middleware.models import MAX_ID_LENGTH
-from moesif_users_middleware.request_view import EnvironView
 from moesif_users_middleware.sender import _reset_senders_for_tests
-from moesif_users_middleware.session_token import MAX_TOKEN_LENGTH, token_from_authorization
 
 Make = Callable[..., Capture]
 

@@ -144,7 +144,7 @@ def assert_all_arrived(collector: CollectorHandle, app_id: str, tokens: dict[str
 # uvicorn >= 0.29 restores the default SIGTERM handler after its graceful shutdown and
 # re-raises the signal, so the process dies by it and atexit handlers never run. With
 # lifespan on, the middleware's shutdown flush delivers first; with it off, the sender's
-# own SIGTERM flush does (moesif_users_middleware.sigterm).
+# own SIGTERM flush does (moesif_users_middleware._sigterm).
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ import pytest
 from faults import Accept, Cycle, FaultServer, Reply, Reset
 from servers import APP_ID_HEADER, CollectorHandle
 
-from moesif_users_middleware.retry import RetryPolicy
+from moesif_users_middleware._delivery.retry import RetryPolicy
 from moesif_users_middleware.sender import _reset_senders_for_tests, get_sender
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -37,7 +37,7 @@ from faults import (
 from hardening_apps import KINDS, Answer, make_site, request_header
 from servers import CollectorHandle
 
-from moesif_users_middleware.retry import RetryPolicy
+from moesif_users_middleware._delivery.retry import RetryPolicy
 from moesif_users_middleware.sender import Sender, _reset_senders_for_tests, get_sender
 
 FAST_RETRY = RetryPolicy(

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from moesif_users_middleware.merge import deep_merge, merge_update
+from moesif_users_middleware._merge import deep_merge, merge_update
 
 DEEP_CASES: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]] = [
     ("add key", {"a": 1}, {"b": 2}, {"a": 1, "b": 2}),

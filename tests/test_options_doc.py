@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from moesif_users_middleware._config import ConfigurationError, build_config
+from moesif_users_middleware._delivery.options import SenderOptions, validate_sender_options
 from moesif_users_middleware._options import (
     CAPTURE_OPTIONS,
     OPTIONS,
@@ -14,10 +16,8 @@ from moesif_users_middleware._options import (
     adapter_options,
     markdown_table,
 )
-from moesif_users_middleware.config import ConfigurationError, build_config
 from moesif_users_middleware.flask import options_from_app_config
 from moesif_users_middleware.sender import get_sender
-from moesif_users_middleware.sender_options import SenderOptions, validate_sender_options
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 APP = "test-application-id"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from moesif_users_middleware.request_view import EnvironView, RequestView, ScopeView
+from moesif_users_middleware._capture.request_view import EnvironView, RequestView, ScopeView
 
 REQUEST = object()
 RESPONSE = object()

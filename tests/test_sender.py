@@ -17,7 +17,7 @@ from servers import CollectorHandle, ServerThread
 
 from moesif_users_middleware import ConfigurationError, User, ValidationError
 from moesif_users_middleware._delivery.kinds import USERS
-from moesif_users_middleware.retry import RetryPolicy
+from moesif_users_middleware._delivery.retry import RetryPolicy
 from moesif_users_middleware.sender import (
     SENDER_OPTIONS,
     Sender,

@@ -9,17 +9,17 @@ from typing import Any
 
 import pytest
 
+from moesif_users_middleware._config import ConfigurationError
 from moesif_users_middleware._delivery.batches import Item, pack, serialize
 from moesif_users_middleware._delivery.buffer import MAX_TOKENS_PER_RECORD, Entry, PendingBuffer
-from moesif_users_middleware._delivery.unchanged import Unchanged
-from moesif_users_middleware.config import ConfigurationError
-from moesif_users_middleware.retry import RetryPolicy, is_retryable_status
-from moesif_users_middleware.sender_options import (
+from moesif_users_middleware._delivery.options import (
     SENDER_OPTIONS,
     SenderOptions,
     UnknownOptionError,
     validate_sender_options,
 )
+from moesif_users_middleware._delivery.retry import RetryPolicy, is_retryable_status
+from moesif_users_middleware._delivery.unchanged import Unchanged
 
 
 def record(user_id: str = "u", **fields: Any) -> dict[str, Any]:

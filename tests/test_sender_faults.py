@@ -13,7 +13,7 @@ import pytest
 from faults import Accept, Blackhole, FaultServer, Reply, Reset, TooLarge
 from servers import CollectorHandle
 
-from moesif_users_middleware.retry import RetryPolicy
+from moesif_users_middleware._delivery.retry import RetryPolicy
 from moesif_users_middleware.sender import Sender, _reset_senders_for_tests, get_sender
 
 FAST_RETRY = RetryPolicy(

@@ -18,8 +18,8 @@ from faults import Accept, Blackhole, FaultServer
 from servers import CollectorHandle
 
 from moesif_users_middleware._delivery.buffer import PendingBuffer
+from moesif_users_middleware._delivery.retry import RetryPolicy
 from moesif_users_middleware._time import seconds_of, utc_text
-from moesif_users_middleware.retry import RetryPolicy
 from moesif_users_middleware.sender import (
     Sender,
     _reset_senders_for_tests,

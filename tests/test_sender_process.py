@@ -83,9 +83,9 @@ def test_fork_child_delivers_its_own_updates_exactly_once(
 
 FORK_CAPTURE_SCRIPT = """
 import os, sys
-from moesif_users_middleware.capture import Capture
-from moesif_users_middleware.config import build_config
-from moesif_users_middleware.request_view import EnvironView
+from moesif_users_middleware._capture.pipeline import Capture
+from moesif_users_middleware._config import build_config
+from moesif_users_middleware._capture.request_view import EnvironView
 
 app_id, url = sys.argv[1], sys.argv[2]
 config, _ = build_config({"application_id": app_id, "base_url": url, "flush_interval": 60.0})

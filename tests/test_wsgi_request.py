@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from werkzeug.wrappers import Request
 
-from moesif_users_middleware.wsgi_request import LazyRequest
+from moesif_users_middleware._capture.wsgi_request import LazyRequest
 
 BASE: dict[str, Any] = {
     "REQUEST_METHOD": "get",

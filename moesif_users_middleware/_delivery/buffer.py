@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..merge import merge_update
+from .._merge import merge_update
 from .kinds import Key
 
 __all__ = ["MAX_TOKENS_PER_RECORD", "Entry", "PendingBuffer", "Timed"]

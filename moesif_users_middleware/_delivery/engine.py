@@ -26,12 +26,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from .._ratelimit import RateLimitedLog
 from .._time import seconds_of
-from ..ratelimit import RateLimitedLog
-from ..retry import RetryPolicy
-from ..sender_options import SenderOptions
 from .buffer import PendingBuffer
 from .kinds import Key, RecordKind
+from .options import SenderOptions
+from .retry import RetryPolicy
 from .unchanged import Unchanged
 from .worker import Connect, Worker
 

@@ -23,8 +23,8 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ..retry import RetryPolicy, is_retryable_status
 from ..transport import RawResponse, TransportError
+from .retry import RetryPolicy, is_retryable_status
 
 __all__ = ["Answer", "Outcome", "deliver_split", "post_with_retries", "refusal"]
 

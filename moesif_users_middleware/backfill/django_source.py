@@ -58,7 +58,7 @@ from django.db import connections
 from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
-from ..capture import user_id_from_object
+from .._capture.pipeline import user_id_from_object
 from ..models import User
 from .command import Output, add_sending_arguments, execute
 from .readers import Item, Skipped, Unparsed

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from .._delivery.options import SenderOptions
 from .._delivery.post import Answer, Outcome, Part, deliver_split, post_with_retries, refusal
+from .._delivery.retry import DEFAULT_RETRY, RetryPolicy
 from ..models import ValidationError, normalize_user
-from ..retry import DEFAULT_RETRY, RetryPolicy
-from ..sender_options import SenderOptions
 from ..transport import BATCH_PATH, ApiError, UsersClient, compress
 from .checkpoint import Checkpoint, save_checkpoint
 from .progress import NullProgress, Progress, plural

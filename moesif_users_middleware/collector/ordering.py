@@ -11,7 +11,7 @@ newer, while it still replaces the older values it names (a per-value last-write
 map). Session tokens are append-only either way.
 
 When the update is newer than every clock the result is exactly
-:func:`moesif_users_middleware.merge.merge_update` (a test keeps the two in step). A
+:func:`moesif_users_middleware._merge.merge_update` (a test keeps the two in step). A
 value with no clock (a profile stored by a collector that kept none) takes the
 profile's ``modified_time`` as its clock.
 """

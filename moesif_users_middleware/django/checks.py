@@ -25,7 +25,7 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from moesif_users_middleware.config import ConfigurationError
+from moesif_users_middleware._config import ConfigurationError
 from moesif_users_middleware.django.conf import (
     SETTING,
     parse,

@@ -9,8 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from moesif_users_middleware._options import adapter_options
-from moesif_users_middleware.config import (
+from moesif_users_middleware._config import (
     CAPTURE_OPTIONS,
     CaptureConfig,
     ConfigurationError,
@@ -19,6 +18,7 @@ from moesif_users_middleware.config import (
     options_from_upper,
     unknown_options_error,
 )
+from moesif_users_middleware._options import adapter_options
 
 __all__ = [
     "EXTRA_OPTIONS",

@@ -12,11 +12,11 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.utils.functional import LazyObject, empty
 
-from moesif_users_middleware import hooks
-from moesif_users_middleware.capture import Capture
-from moesif_users_middleware.config import configure_or_disable
+from moesif_users_middleware._capture import hooks
+from moesif_users_middleware._capture.pipeline import Capture
+from moesif_users_middleware._capture.request_view import EnvironView, RequestView
+from moesif_users_middleware._config import configure_or_disable
 from moesif_users_middleware.django.conf import SETTING, read_settings, strict_setting
-from moesif_users_middleware.request_view import EnvironView, RequestView
 
 __all__ = ["MoesifUsersMiddleware"]
 

@@ -25,8 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._options import SENDER_OPTIONS, check_option, option, unknown_options_error
-from .errors import UnknownOptionError
+from .._options import SENDER_OPTIONS, check_option, option, unknown_options_error
+from ..errors import UnknownOptionError
 
 __all__ = ["SENDER_OPTIONS", "SenderOptions", "UnknownOptionError", "validate_sender_options"]
 

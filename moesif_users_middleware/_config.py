@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from ._capture.client_ip import ClientIpResolver
+from ._capture.hooks import Hook, hook_label, is_async_hook, resolve_hook
+from ._delivery.options import validate_sender_options
 from ._options import (
     CAPTURE_OPTIONS,
     HOOK_OPTIONS,
@@ -17,10 +20,7 @@ from ._options import (
     option,
     unknown_options_error,
 )
-from .client_ip import ClientIpResolver
 from .errors import ConfigurationError, HookError, MissingApplicationIdError
-from .hooks import Hook, hook_label, is_async_hook, resolve_hook
-from .sender_options import validate_sender_options
 
 __all__ = [
     "CAPTURE_OPTIONS",

@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx
 
+from ..sender import get_sender
+
 __all__ = ["run_demo"]
 
 APPLICATION_ID = "demo-application-id"
@@ -99,7 +101,7 @@ Request = Callable[[str, str, dict[str, str], Any], int]  # method, path, header
 
 
 def _flask_driver(users: list[SimulatedUser], base_url: str) -> tuple[str, Request]:
-    from ._demo.flask_app import create_app
+    from .flask_app import create_app
 
     client = create_app(APPLICATION_ID, base_url).test_client()
 
@@ -134,9 +136,7 @@ def _asgi_driver(
         warnings.simplefilter("ignore")
         from starlette.testclient import TestClient
 
-    app = importlib.import_module(f"{__package__}._demo.{module}").create_app(
-        APPLICATION_ID, base_url
-    )
+    app = importlib.import_module(f"{__package__}.{module}").create_app(APPLICATION_ID, base_url)
     clients: dict[str, TestClient] = {}
 
     def request(method: str, path: str, headers: dict[str, str], body: Any) -> int:
@@ -165,7 +165,7 @@ def _asgi_driver(
 
 
 def _django_driver(users: list[SimulatedUser], base_url: str, workdir: str) -> tuple[str, Request]:
-    os.environ["DJANGO_SETTINGS_MODULE"] = f"{__package__}._demo.django_app.settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = f"{__package__}.django_app.settings"
     os.environ["EXAMPLE_DB_PATH"] = str(Path(workdir) / "django-example.sqlite3")
     import django
     from django.core.management import call_command
@@ -212,8 +212,8 @@ def _drive(request: Request, user: SimulatedUser, api_path: str) -> int:
 
 @contextlib.contextmanager
 def _embedded_collector(db_path: Path, port: int) -> Iterator[str]:
-    from .collector import create_app
-    from .collector.server_thread import ServerThread
+    from ..collector import create_app
+    from ..collector.server_thread import ServerThread
 
     app = create_app(db_path)
     with ServerThread(app, port=port) as server:
@@ -258,7 +258,6 @@ def run_demo(*, serve: bool = False, port: int = 0, users: int = 20, out: Any = 
     until Ctrl-C.
     """
     out = out or sys.stdout
-    from .sender import get_sender
 
     with tempfile.TemporaryDirectory(prefix="moesif-users-demo-") as workdir:
         db_path = Path(workdir) / "collector.sqlite3"

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .errors import HookError
+from ..errors import HookError
 
 __all__ = [
     "COUNTER_NAMES",
