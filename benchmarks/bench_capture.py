@@ -44,9 +44,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from moesif_users_middleware._capture.config import build_config
 from moesif_users_middleware._capture.pipeline import Capture
 from moesif_users_middleware._capture.request_view import EnvironView
-from moesif_users_middleware._config import build_config
 from moesif_users_middleware.sender import get_sender
 
 UNUSED_URL = "http://127.0.0.1:9"

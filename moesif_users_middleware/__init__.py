@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._config import ConfigurationError
+from .errors import ConfigurationError
 from .models import Campaign, User, ValidationError
 from .sender import Sender, get_sender
 from .transport import ApiError, AsyncUsersClient, TransportError, UsersClient

@@ -16,7 +16,7 @@ without an application id capture is off with one WARNING; an unknown key or opt
 a bad value or an ``async def`` hook turns capture off with one ERROR naming it (and
 the closest valid name for a misspelling). ``strict=True`` (or
 ``MOESIF_USERS_STRICT = True``) makes ``init_app`` raise
-:class:`~moesif_users_middleware._config.ConfigurationError` instead. The per-app state lives in
+:class:`~moesif_users_middleware._capture.config.ConfigurationError` instead. The per-app state lives in
 ``app.extensions["moesif_users"]`` (a :class:`FlaskState`), so one extension object
 can serve several apps.
 
@@ -63,10 +63,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 
 from moesif_users_middleware._capture import hooks
-from moesif_users_middleware._capture.pipeline import Capture, user_id_from_object
-from moesif_users_middleware._capture.request_view import EnvironView
-from moesif_users_middleware._capture.wsgi_response import call_on_close
-from moesif_users_middleware._config import (
+from moesif_users_middleware._capture.config import (
     CAPTURE_OPTIONS,
     CaptureConfig,
     ConfigurationError,
@@ -74,6 +71,9 @@ from moesif_users_middleware._config import (
     configure_or_disable,
     unknown_options_error,
 )
+from moesif_users_middleware._capture.pipeline import Capture, user_id_from_object
+from moesif_users_middleware._capture.request_view import EnvironView
+from moesif_users_middleware._capture.wsgi_response import call_on_close
 from moesif_users_middleware._options import adapter_options
 
 __all__ = ["CONFIG_PREFIX", "EXTENSION_KEY", "FLASK_OPTIONS", "FlaskState", "MoesifUsers"]

@@ -40,12 +40,12 @@ from typing import Any
 import httpx
 
 from . import _lifecycle
-from ._config import redact, resolve_application_id, resolve_base_url
 from ._delivery.engine import Engine
 from ._delivery.kinds import USERS
 from ._delivery.options import SENDER_OPTIONS, SenderOptions, validate_sender_options
 from ._delivery.retry import DEFAULT_RETRY, RetryPolicy
 from ._lifecycle import drain_all, flush_all, shutdown_all
+from ._options import redact, resolve_application_id, resolve_base_url
 from ._ratelimit import RateLimitedLog
 from .models import normalize_user
 from .transport import UsersClient, normalize_users

@@ -28,7 +28,7 @@ A configuration mistake never fails a request: Starlette builds its middleware s
 the first request (or lifespan startup) and would otherwise re-raise on every request.
 Without an application id capture is off with one WARNING; any other bad option turns
 capture off with one ERROR naming it. ``strict=True`` raises
-:class:`~moesif_users_middleware._config.ConfigurationError` from the constructor
+:class:`~moesif_users_middleware._capture.config.ConfigurationError` from the constructor
 instead, i.e. when the stack is built: at lifespan startup (so the server does not
 start), or on the first request when the server runs no lifespan.
 
@@ -47,9 +47,9 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moesif_users_middleware._capture import hooks
+from moesif_users_middleware._capture.config import build_config, configure_or_disable
 from moesif_users_middleware._capture.pipeline import Capture
 from moesif_users_middleware._capture.request_view import ScopeView
-from moesif_users_middleware._config import build_config, configure_or_disable
 
 __all__ = ["MoesifUsersMiddleware", "ResponseView"]
 
@@ -82,10 +82,10 @@ class ResponseView:
 class MoesifUsersMiddleware:
     """Pure-ASGI middleware: after each HTTP response, queue the user's profile update.
 
-    Accepts every option of :data:`moesif_users_middleware._config.CAPTURE_OPTIONS` as a
+    Accepts every option of :data:`moesif_users_middleware._capture.config.CAPTURE_OPTIONS` as a
     keyword argument; they are validated here, once. A mistake turns capture off with one
     logged warning or error (``strict=True``: raises
-    :class:`~moesif_users_middleware._config.ConfigurationError`).
+    :class:`~moesif_users_middleware._capture.config.ConfigurationError`).
     """
 
     def __init__(self, app: ASGIApp, /, **options: Any) -> None:

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 import httpx
 
-from ._config import redact, resolve_application_id, resolve_base_url
+from ._options import redact, resolve_application_id, resolve_base_url
 from ._transport.deadline import (
     BodyReader,
     Deadline,

@@ -34,7 +34,7 @@ and nothing is recorded for that request.
 A configuration mistake never stops the app: without an application id capture is off
 with one WARNING; any other bad option (including an ``async def`` hook: WSGI has no
 event loop to await it on) turns capture off with one ERROR naming it. ``strict=True``
-raises :class:`~moesif_users_middleware._config.ConfigurationError` from the constructor
+raises :class:`~moesif_users_middleware._capture.config.ConfigurationError` from the constructor
 instead.
 """
 
@@ -47,15 +47,15 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from moesif_users_middleware._capture import hooks
-from moesif_users_middleware._capture.pipeline import Capture
-from moesif_users_middleware._capture.request_view import EnvironView
-from moesif_users_middleware._capture.wsgi_response import ResponseView, call_on_close
-from moesif_users_middleware._config import (
+from moesif_users_middleware._capture.config import (
     HOOK_OPTIONS,
     ConfigurationError,
     build_config,
     configure_or_disable,
 )
+from moesif_users_middleware._capture.pipeline import Capture
+from moesif_users_middleware._capture.request_view import EnvironView
+from moesif_users_middleware._capture.wsgi_response import ResponseView, call_on_close
 from moesif_users_middleware._options import adapter_options
 
 if TYPE_CHECKING:
@@ -72,10 +72,10 @@ _ADAPTER = "wsgi adapter"
 class MoesifUsersMiddleware:
     """WSGI middleware: after each response is closed, queue the user's profile update.
 
-    Accepts every option of :data:`moesif_users_middleware._config.CAPTURE_OPTIONS`, and
+    Accepts every option of :data:`moesif_users_middleware._capture.config.CAPTURE_OPTIONS`, and
     ``request_class``, as keyword arguments; they are validated here, once. A mistake
     turns capture off with one logged warning or error (``strict=True``: raises
-    :class:`~moesif_users_middleware._config.ConfigurationError`).
+    :class:`~moesif_users_middleware._capture.config.ConfigurationError`).
     """
 
     def __init__(self, app: WSGIApplication, **options: Any) -> None:

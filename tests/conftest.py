@@ -72,8 +72,8 @@ def make(collector: CollectorHandle, app_id: str) -> Iterator[Callable[..., Any]
 
     Every sender is shut down and forgotten at test end.
     """
+    from moesif_users_middleware._capture.config import build_config
     from moesif_users_middleware._capture.pipeline import Capture
-    from moesif_users_middleware._config import build_config
     from moesif_users_middleware.sender import _reset_senders_for_tests
 
     def make_capture(**options: Any) -> Capture:

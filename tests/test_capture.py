@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from moesif_users_middleware._capture.config import build_config
 from moesif_users_middleware._capture.pipeline import MAX_METADATA_LENGTH, Capture, capture_stats
 from moesif_users_middleware._capture.request_view import EnvironView, ScopeView, SnapshotSpec
-from moesif_users_middleware._config import build_config
 from moesif_users_middleware.models import Campaign
 
 PUBLIC_PEER = "203.0.113.5"

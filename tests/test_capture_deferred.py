@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from faults import FaultServer, Reply
 
+from moesif_users_middleware._capture.config import build_config
 from moesif_users_middleware._capture.pipeline import Capture, capture_stats
 from moesif_users_middleware._capture.request_view import (
     EnvironView,
@@ -21,7 +22,6 @@ from moesif_users_middleware._capture.request_view import (
     SnapshotSpec,
     SnapshotView,
 )
-from moesif_users_middleware._config import build_config
 from moesif_users_middleware._delivery.engine import INBOX_MAX, INBOX_WAKE
 from moesif_users_middleware.sender import _reset_senders_for_tests
 

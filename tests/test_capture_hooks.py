@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from moesif_users_middleware._capture import hooks
+from moesif_users_middleware._capture.config import build_config
 from moesif_users_middleware._capture.pipeline import Capture, capture_stats
 from moesif_users_middleware._capture.request_view import EnvironView, ScopeView
-from moesif_users_middleware._config import build_config
 from moesif_users_middleware.sender import _reset_senders_for_tests
 
 SECRET_APP_ID = "secret-app-id-0123456789"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from moesif_users_middleware._config import (
+from moesif_users_middleware._capture.config import (
     CAPTURE_OPTIONS,
     DEFAULT_BASE_URL,
     HOOK_OPTIONS,

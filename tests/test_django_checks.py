@@ -27,8 +27,8 @@ from django.http import HttpRequest, HttpResponse  # noqa: E402
 from django.test import Client, override_settings  # noqa: E402
 from django_settings import AUTH, OURS, SESSION  # noqa: E402
 
+from moesif_users_middleware._capture.config import ConfigurationError  # noqa: E402
 from moesif_users_middleware._capture.pipeline import capture_stats  # noqa: E402
-from moesif_users_middleware._config import ConfigurationError  # noqa: E402
 from moesif_users_middleware.django import MoesifUsersMiddleware  # noqa: E402
 from moesif_users_middleware.django.checks import check_middleware, check_settings  # noqa: E402
 from moesif_users_middleware.django.conf import valid_keys  # noqa: E402

@@ -17,8 +17,8 @@ from flask_login import LoginManager, UserMixin, current_user, login_required, l
 from gunicorn.http.wsgi import FileWrapper
 from werkzeug.test import EnvironBuilder
 
+from moesif_users_middleware._capture.config import ConfigurationError
 from moesif_users_middleware._capture.pipeline import capture_stats
-from moesif_users_middleware._config import ConfigurationError
 from moesif_users_middleware.flask import EXTENSION_KEY, FlaskState, MoesifUsers
 from moesif_users_middleware.sender import _reset_senders_for_tests, get_sender
 

@@ -33,10 +33,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from servers import APP_ID_HEADER, CollectorHandle
 
+from moesif_users_middleware._capture.config import HOOK_OPTIONS, build_config
 from moesif_users_middleware._capture.pipeline import MAX_METADATA_LENGTH, Capture, capture_stats
 from moesif_users_middleware._capture.request_view import EnvironView, ScopeView
 from moesif_users_middleware._capture.session_token import MAX_TOKEN_LENGTH
-from moesif_users_middleware._config import HOOK_OPTIONS, build_config
 from moesif_users_middleware.models import ValidationError
 from moesif_users_middleware.sender import _reset_senders_for_tests, get_sender
 

@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 from servers import APP_ID_HEADER, CollectorHandle, ServerThread
 
 from moesif_users_middleware import collector as collector_module
-from moesif_users_middleware._config import ConfigurationError, build_config
+from moesif_users_middleware._capture.config import ConfigurationError, build_config
 from moesif_users_middleware._delivery.retry import RetryPolicy
 from moesif_users_middleware.cli import build_parser
 from moesif_users_middleware.collector.html import ListView, render_page, render_user

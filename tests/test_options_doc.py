@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from moesif_users_middleware._config import ConfigurationError, build_config
+from moesif_users_middleware._capture.config import ConfigurationError, build_config
 from moesif_users_middleware._delivery.options import SenderOptions, validate_sender_options
 from moesif_users_middleware._options import (
     CAPTURE_OPTIONS,

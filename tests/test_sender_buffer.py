@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from moesif_users_middleware._config import ConfigurationError
+from moesif_users_middleware._capture.config import ConfigurationError
 from moesif_users_middleware._delivery.batches import Item, pack, serialize
 from moesif_users_middleware._delivery.buffer import MAX_TOKENS_PER_RECORD, Entry, PendingBuffer
 from moesif_users_middleware._delivery.options import (

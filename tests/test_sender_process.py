@@ -84,7 +84,7 @@ def test_fork_child_delivers_its_own_updates_exactly_once(
 FORK_CAPTURE_SCRIPT = """
 import os, sys
 from moesif_users_middleware._capture.pipeline import Capture
-from moesif_users_middleware._config import build_config
+from moesif_users_middleware._capture.config import build_config
 from moesif_users_middleware._capture.request_view import EnvironView
 
 app_id, url = sys.argv[1], sys.argv[2]

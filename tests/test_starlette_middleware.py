@@ -31,8 +31,8 @@ from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 import moesif_users_middleware.starlette as adapter
+from moesif_users_middleware._capture.config import HOOK_OPTIONS, ConfigurationError
 from moesif_users_middleware._capture.pipeline import capture_stats
-from moesif_users_middleware._config import HOOK_OPTIONS, ConfigurationError
 from moesif_users_middleware.sender import _reset_senders_for_tests, get_sender
 from moesif_users_middleware.starlette import MoesifUsersMiddleware, ResponseView
 

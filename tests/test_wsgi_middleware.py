@@ -17,9 +17,9 @@ from flask import Flask, g
 from werkzeug.test import Client, EnvironBuilder
 from werkzeug.wrappers import Request
 
+from moesif_users_middleware._capture.config import ConfigurationError
 from moesif_users_middleware._capture.pipeline import capture_stats
 from moesif_users_middleware._capture.wsgi_response import ResponseView
-from moesif_users_middleware._config import ConfigurationError
 from moesif_users_middleware.sender import _reset_senders_for_tests, get_sender
 from moesif_users_middleware.wsgi import MoesifUsersMiddleware
 

@@ -39,7 +39,6 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal
 from uuid import UUID
 
-from .._config import HOOK_OPTIONS, CaptureConfig
 from .._delivery.engine import Finished
 from .._delivery.kinds import USERS, RecordKind
 from .._json import check_json, is_valid_text, plain_bound
@@ -47,6 +46,7 @@ from ..models import MAX_ID_LENGTH, Campaign, ValidationError, normalize_campaig
 from ..sender import Sender, drain_all, get_sender
 from .campaign import extract_campaign
 from .client_ip import ClientIpResolver
+from .config import HOOK_OPTIONS, CaptureConfig
 from .hooks import Hook, count, counters, hook_label, is_async_hook, report
 from .request_view import RequestView, SnapshotSpec, SnapshotView
 from .session_token import MAX_TOKEN_LENGTH, bearer_token, jwt_claim, token_from_authorization

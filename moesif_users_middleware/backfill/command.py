@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from .._config import ConfigurationError, resolve_application_id, resolve_base_url
+from .._options import resolve_application_id, resolve_base_url
+from ..errors import ConfigurationError
 from ..transport import UsersClient
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .progress import make_progress, plural

@@ -25,7 +25,6 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from moesif_users_middleware._config import ConfigurationError
 from moesif_users_middleware.django.conf import (
     SETTING,
     parse,
@@ -34,6 +33,7 @@ from moesif_users_middleware.django.conf import (
     valid_keys,
 )
 from moesif_users_middleware.django.middleware import MoesifUsersMiddleware
+from moesif_users_middleware.errors import ConfigurationError
 
 __all__ = ["check_middleware", "check_settings"]
 

@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from moesif_users_middleware._config import (
+from moesif_users_middleware._capture.config import (
     CAPTURE_OPTIONS,
     CaptureConfig,
     ConfigurationError,

@@ -13,9 +13,9 @@ from django.http.response import HttpResponseBase
 from django.utils.functional import LazyObject, empty
 
 from moesif_users_middleware._capture import hooks
+from moesif_users_middleware._capture.config import configure_or_disable
 from moesif_users_middleware._capture.pipeline import Capture
 from moesif_users_middleware._capture.request_view import EnvironView, RequestView
-from moesif_users_middleware._config import configure_or_disable
 from moesif_users_middleware.django.conf import SETTING, read_settings, strict_setting
 
 __all__ = ["MoesifUsersMiddleware"]

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from ._capture.client_ip import ClientIpResolver
-from ._capture.hooks import Hook, hook_label, is_async_hook, resolve_hook
-from ._delivery.options import validate_sender_options
-from ._options import (
+from .._delivery.options import validate_sender_options
+from .._options import (
     CAPTURE_OPTIONS,
+    DEFAULT_BASE_URL,
     HOOK_OPTIONS,
     SENDER_OPTIONS,
     check_option,
     option,
+    redact,
+    resolve_application_id,
+    resolve_base_url,
     unknown_options_error,
 )
-from .errors import ConfigurationError, HookError, MissingApplicationIdError
+from ..errors import ConfigurationError, HookError, MissingApplicationIdError
+from .client_ip import ClientIpResolver
+from .hooks import Hook, hook_label, is_async_hook, resolve_hook
 
 __all__ = [
     "CAPTURE_OPTIONS",
@@ -39,47 +42,9 @@ __all__ = [
 ]
 
 Label = Callable[[str], str]
-T = TypeVar("T")
-
-DEFAULT_BASE_URL = "https://api.moesif.net"
 
 logger = logging.getLogger("moesif_users_middleware")
-
-
-def resolve_application_id(application_id: str | None) -> str:
-    """The given id, else ``MOESIF_APPLICATION_ID``; a clear error when neither is set."""
-    value = (
-        application_id if application_id is not None else os.environ.get("MOESIF_APPLICATION_ID")
-    )
-    if not isinstance(value, str) or not value.strip():
-        raise MissingApplicationIdError(
-            "application_id is required: pass application_id=... or set MOESIF_APPLICATION_ID"
-        )
-    value = value.strip()
-    # It travels as an HTTP header value: visible ASCII only (the message must not echo it).
-    if not value.isascii() or not value.isprintable():
-        raise ConfigurationError(
-            "application_id must be printable ASCII (it is sent as an HTTP header); "
-            "check MOESIF_APPLICATION_ID for stray characters"
-        )
-    return value
-
-
-def resolve_base_url(base_url: str | None) -> str:
-    """The given URL, else ``MOESIF_BASE_URL``, else ``https://api.moesif.net`` (no trailing /)."""
-    value = base_url if base_url is not None else os.environ.get("MOESIF_BASE_URL")
-    if value is None or not value.strip():
-        return DEFAULT_BASE_URL
-    value = value.strip().rstrip("/")
-    if not value.startswith(("http://", "https://")):
-        raise ConfigurationError(f"base_url must start with http:// or https://, got {value!r}")
-    return value
-
-
-def redact(application_id: str) -> str:
-    """A stand-in safe for logs and reprs: never the id itself."""
-    return f"<application id, {len(application_id)} chars>"
-
+T = TypeVar("T")
 
 # ---------------------------------------------------------------------------------------
 # The resolved per-adapter configuration
