@@ -61,7 +61,7 @@ USER_PATH = "/v1/users"
 BATCH_PATH = "/v1/users/batch"
 DEFAULT_TIMEOUT = 10.0
 GZIP_MIN_BYTES = 1024
-GZIP_LEVEL = 6
+GZIP_LEVEL = 3  # chosen by benchmarks/bench_gzip.py (BENCHMARKS.md)
 _MAX_CONNECT_TIMEOUT = 5.0
 _USER_AGENT = "moesif-users-middleware/0.1.0"
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
