@@ -10,7 +10,7 @@ answer), not only each socket operation, so a trickling answer cannot hold a cal
 fails with a ``TransportError`` saying the answer took longer than the timeout. At most
 64 KiB of an answer is read; the rest is dropped with the connection.
 
-Bodies are compact JSON, gzipped (level 6) when larger than 1 KiB. The application id
+Bodies are compact JSON, gzipped (level 3, chosen by `benchmarks/bench_gzip.py`) when larger than 1 KiB. The application id
 is sent in ``X-Moesif-Application-Id`` and never appears in reprs or exception messages.
 """
 
@@ -127,7 +127,7 @@ def encode_body(payload: Any, *, gzip: bool = True) -> tuple[bytes, str | None]:
 
 
 def compress(body: bytes) -> tuple[bytes, str | None]:
-    """Gzip ``body`` (level 6) when it is larger than ``GZIP_MIN_BYTES``."""
+    """Gzip ``body`` (level ``GZIP_LEVEL``) when it is larger than ``GZIP_MIN_BYTES``."""
     if len(body) <= GZIP_MIN_BYTES:
         return body, None
     packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)

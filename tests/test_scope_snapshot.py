@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from moesif_users_middleware.request_view import ScopeView, SnapshotSpec, SnapshotView
+from moesif_users_middleware._capture.request_view import ScopeView, SnapshotSpec, SnapshotView
 
 SPEC = SnapshotSpec(
     ("user-agent", "forwarded", "x-forwarded-for", "x-real-ip", "authorization", "referer")
