@@ -348,7 +348,15 @@ def bench_e2e(users: int, batch_size: int) -> None:
         url = f"http://127.0.0.1:{port}"
         app_id = "bench-" + uuid.uuid4().hex
         try:
-            sender = get_sender(app_id, url, max_queue_size=users, batch_size=batch_size)
+            # Both bounds sized for every user at once (about 0.6 KB each serialized): the
+            # default byte bound (16 MiB) would otherwise drop some while the rest is sent.
+            sender = get_sender(
+                app_id,
+                url,
+                max_queue_size=users,
+                max_queue_bytes=users * 2048,
+                batch_size=batch_size,
+            )
             started = time.perf_counter()
             for i in range(users):
                 sender.queue_user(
@@ -372,7 +380,7 @@ def bench_e2e(users: int, batch_size: int) -> None:
             process.wait(10)
     print(
         f"end to end: {users:,} distinct users -> local collector "
-        f"(batch_size {batch_size}, max_queue_size {users:,})"
+        f"(batch_size {batch_size}, max_queue_size {users:,}, max_queue_bytes {users * 2048:,})"
     )
     print(
         f"  queued in {queued:.2f} s; delivered={delivered} after {elapsed:.2f} s "
@@ -383,6 +391,8 @@ def bench_e2e(users: int, batch_size: int) -> None:
         f"in {stored['requests']:,} POSTs; sender sent {stats['sent']:,}, "
         f"retries {stats['retries']}, failed {stats['failed']}, dropped {stats['dropped']}"
     )
+    missing = users - stored["users"]
+    print(f"  {'every user arrived' if missing == 0 else f'MISSING {missing:,} users'}")
 
 
 def main() -> None:

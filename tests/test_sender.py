@@ -187,6 +187,7 @@ def test_drops_are_counted_at_the_bound(
     assert stats["queued"] == 52
     drop_warnings = [r for r in caplog.records if "dropped" in r.getMessage()]
     assert len(drop_warnings) == 1
+    assert "max_queue_size reached" in drop_warnings[0].getMessage()
     assert sender.flush(timeout=10)
     assert len(collector.list_users(app_id)) == 50
     profile = collector.get_user(app_id, "u3")
@@ -201,6 +202,23 @@ def test_batches_by_count(collector: CollectorHandle, app_id: str) -> None:
     assert collector.stats(app_id)["batches"] == 10
     assert sender.stats()["batches"] == 10
     assert len(collector.list_users(app_id)) == 95
+
+
+def test_the_byte_bound_is_an_option_and_named_when_reached(
+    collector: CollectorHandle, app_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    sender = make_sender(app_id, collector.url, max_queue_size=1000, max_queue_bytes=20_000)
+    padding = {"pad": "x" * 1000}
+    for i in range(10):  # one send teaches the sender how large a record is (~1 KB)
+        assert sender.queue_user({"user_id": f"big-{i}", "metadata": padding})
+    assert sender.flush(timeout=10)
+    with caplog.at_level(logging.WARNING, logger="moesif_users_middleware"):
+        accepted = [
+            sender.queue_user({"user_id": f"more-{i}", "metadata": padding}) for i in range(40)
+        ]
+    assert 10 <= accepted.count(True) < 40  # about 20 KB of records, far below 1000 users
+    (warning,) = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert "max_queue_bytes reached" in warning.getMessage()
 
 
 def test_batches_by_bytes_and_oversize_user_dropped(
