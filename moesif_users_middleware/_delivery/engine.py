@@ -131,11 +131,13 @@ class Engine:
         then be skipped although this update came after it).
         """
         accepted = True
+        name, id_field = kind.name, kind.id_field
         with self.inbox_lock:
-            self.drain_locked()
-            unchanged = self.unchanged
+            if self.inbox:
+                self.drain_locked()
+            forget = self.unchanged.forget
             for record in records:
-                unchanged.forget((kind.name, record[kind.id_field]))
+                forget((name, record[id_field]))
                 if not self.queue(kind, record, *_stamp_of(record)):
                     accepted = False
         return accepted
