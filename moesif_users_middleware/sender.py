@@ -6,7 +6,7 @@ thread, started on first use, coalesces pending updates per user, skips updates
 identical to the last one delivered, and POSTs batches to ``/v1/users/batch`` with
 retries. Every record carries ``modified_time``: the moment of the newest update merged
 into it. The work is done by the delivery engine (:mod:`._delivery`); this module is its
-facade and the registry. See :mod:`.sender_options` for the options.
+facade and the registry. See :mod:`._options` for the options.
 
 Delivery rules:
 
