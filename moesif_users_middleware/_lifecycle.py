@@ -1,10 +1,12 @@
 """The process around the senders: the registry, exit, fork and SIGTERM.
 
-Nothing is registered at import. When the first sender's worker starts, this module
-registers, once per process: an ``atexit`` handler (every sender gets
-``shutdown_timeout`` to deliver), an at-fork handler (a forked child resets every
+Nothing is registered at import. When the first sender is created, this module
+registers, once per process, an ``atexit`` handler (every sender gets
+``shutdown_timeout`` to deliver) and an at-fork handler (a forked child resets every
 sender: it starts empty, with its own locks, thread and connection pool, and the parent
-sends what it had), and, on the main thread, the SIGTERM flush of :mod:`.sigterm`.
+sends what it had); both before any fork a preloading server makes. When a sender's
+worker starts on the main thread, it also installs the SIGTERM flush of :mod:`._sigterm`
+(wrapping the server's own handler, which is in place by then).
 
 After a SIGTERM, every later flush or shutdown of that exit (lifespan, atexit) shares
 the one ``shutdown_timeout`` that started then, so a dead API delays the exit only once.
@@ -59,18 +61,18 @@ _exit_budget_end: float | None = None
 
 
 def track(sender: _Sender) -> None:
-    """Reset ``sender`` in a forked child (every sender, registered or not)."""
-    _every_sender.add(sender)
-
-
-def sender_started() -> None:
-    """A sender's worker thread started: make sure the process hooks are in place."""
+    """A sender was created: reset it in a forked child; the exit and fork hooks are in place."""
     global _hooks_registered
+    _every_sender.add(sender)
     if not _hooks_registered:
         _hooks_registered = True
         atexit.register(_at_exit)
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def sender_started() -> None:
+    """A sender's worker thread started: the SIGTERM flush (main thread only)."""
     _warn_if_uwsgi_without_threads()
     install_sigterm_flush(_flush_on_sigterm, _sigterm_timeout)
 

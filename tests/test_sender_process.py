@@ -168,3 +168,28 @@ def test_exit_with_a_dead_api_is_bounded_by_shutdown_timeout(
     assert "not delivered" in result.stderr
     if api == "blackhole":
         assert blackhole.received  # it really was stuck waiting for an answer
+
+
+def test_importing_registers_no_process_hooks_and_the_first_sender_does() -> None:
+    """Nothing happens at import; creating a sender registers the exit and fork hooks,
+    before any fork a preloading server makes (its workers then reset every sender)."""
+    script = textwrap.dedent(
+        """
+        import atexit, json, logging  # logging registers its own exit handler
+        import httpx
+        before = atexit._ncallbacks()
+        import moesif_users_middleware
+        from moesif_users_middleware import _lifecycle
+        from moesif_users_middleware.sender import get_sender
+        imported = (atexit._ncallbacks(), _lifecycle._hooks_registered)
+        get_sender("hooks-app", "http://127.0.0.1:9")
+        created = (atexit._ncallbacks(), _lifecycle._hooks_registered)
+        print(json.dumps([before, imported, created]))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    before, (after_import, imported), (after_sender, created) = json.loads(out)
+    assert (after_import, imported) == (before, False)
+    assert (after_sender, created) == (before + 1, True)

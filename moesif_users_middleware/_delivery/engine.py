@@ -156,6 +156,9 @@ class Engine:
                     self.worker.start()
 
     def _inbox_backlog(self, size: int) -> None:
+        if self.pid != os.getpid():  # forked without the at-fork hook (it resets us first)
+            self.reset()
+            return
         if size >= INBOX_MAX:
             # The worker is busy (a slow API): finish the oldest here rather than grow; a
             # batch at a time, so no one request pauses for the whole backlog.
