@@ -192,9 +192,10 @@ class Engine:
         while inbox and limit:
             limit -= 1
             item = inbox.popleft()
-            key: Key = (item[1].name, item[2])
-            signature = item[:-1]
+            key: Key | None = None
             try:
+                key = (item[1].name, item[2])
+                signature = item[:-1]
                 if unchanged.repeat(key, signature, now):
                     repeats[key] = item[-1]
                     repeated += 1
@@ -210,9 +211,10 @@ class Engine:
                     unchanged.remember(key, signature, now)
                 else:
                     unchanged.forget(key)
-            except Exception:
+            except Exception:  # never into a request that finishes a backlog
                 logger.debug("a deferred capture failed", exc_info=True)
-                unchanged.forget(key)
+                if key is not None:
+                    unchanged.forget(key)
         if repeats:
             self._count_repeats(repeats, repeated)
 
