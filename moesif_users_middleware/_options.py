@@ -283,7 +283,8 @@ OPTIONS: tuple[Option, ...] = (
         60.0,
         "60 s",
         "a capture identical to the user's last one, or an update identical to the last one "
-        "delivered, within this is skipped (0: off)",
+        "delivered, within this is skipped (0: off); a skipped repeat is sent once more, with "
+        "its newer `modified_time`, when the interval has passed or at exit",
         where="sender",
         check=seconds(allow_zero=True),
     ),
