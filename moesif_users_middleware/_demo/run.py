@@ -114,18 +114,14 @@ def _flask_driver(users: list[SimulatedUser], base_url: str) -> tuple[str, Reque
         return response.status_code
 
     for user in users:
-        reply = client.post(
-            "/signup",
-            json={
-                "email": user.email,
-                "password": "demo",
-                "name": user.name,
-                "company_id": user.company,
-                "plan": "pro" if user.number % 2 else "free",
-            },
-        )
-        user.token = reply.get_json()["token"]
+        body = {**_signup(user), "plan": "pro" if user.number % 2 else "free"}
+        user.token = client.post("/signup", json=body).get_json()["token"]
     return "Flask", request
+
+
+def _signup(user: SimulatedUser) -> dict[str, str]:
+    """The sign-up form of a simulated user (the apps that have one)."""
+    return {"email": user.email, "password": "demo", "name": user.name, "company_id": user.company}
 
 
 def _asgi_driver(
@@ -150,16 +146,7 @@ def _asgi_driver(
 
     for user in users:
         if module == "fastapi_app":
-            reply = client.post(
-                "/signup",
-                json={
-                    "email": user.email,
-                    "password": "demo",
-                    "name": user.name,
-                    "company_id": user.company,
-                },
-            )
-            user.token = reply.json()["token"]
+            user.token = client.post("/signup", json=_signup(user)).json()["token"]
             user.token_header = "authorization"  # the FastAPI example takes Bearer tokens
     return name, request
 
