@@ -4,6 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from moesif_users_middleware._delivery.retry import RetryPolicy
+
+
+def fast_retry(batch_deadline: float = 3.0, retry_after_cap: float = 5.0) -> RetryPolicy:
+    """The sender's retry timing shrunk for tests: backoff of tens of milliseconds."""
+    return RetryPolicy(
+        backoff_base=0.02,
+        backoff_cap=0.1,
+        batch_deadline=batch_deadline,
+        retry_after_cap=retry_after_cap,
+        cycle_backoff_base=0.02,
+        cycle_backoff_cap=0.1,
+    )
+
+
 # The example user of the Users API reference (POST /v1/users).
 REFERENCE_USER: dict[str, Any] = {
     "user_id": "12345",

@@ -96,6 +96,24 @@ def resume(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def run_into_an_outage(
+    capsys: pytest.CaptureFixture[str], collector: Any, checkpoint: Path, argv: tuple[str, ...]
+) -> tuple[int, str]:
+    """Run ``send`` while the collector stops once 1,000 records are checkpointed."""
+
+    def outage() -> None:
+        wait_for_position(checkpoint, 1000)
+        collector.stop()
+
+    stopper = threading.Thread(target=outage)
+    stopper.start()
+    status, out = resume(
+        capsys, *argv, "--batch-size", "100", "--max-rate", "2000", "--retry-timeout", "1"
+    )
+    stopper.join()
+    return status, out
+
+
 def test_an_interrupted_process_resumes_from_its_checkpoint(
     how: str,
     collector: CollectorHandle,
@@ -151,17 +169,7 @@ def test_an_outage_past_the_retry_budget_stops_and_resumes(
     path = make_input(tmp_path / "users.jsonl")
     checkpoint = tmp_path / "users.jsonl.checkpoint"
     argv = (str(path), "--application-id", app_id, "--base-url", first.url)
-
-    def outage() -> None:
-        wait_for_position(checkpoint, 1000)
-        first.stop()
-
-    stopper = threading.Thread(target=outage)
-    stopper.start()
-    status, out = resume(
-        capsys, *argv, "--batch-size", "100", "--max-rate", "2000", "--retry-timeout", "1"
-    )
-    stopper.join()
+    status, out = run_into_an_outage(capsys, first, checkpoint, argv)
     assert status == 3, out
     assert "STOPPED: not delivered after" in out
     assert "Run the same command again" in out
@@ -196,17 +204,7 @@ def test_a_resumed_run_exits_1_when_an_earlier_run_rejected_records(
             file.write(json.dumps({"user_id": line if line == 2 else f"u{line}"}) + "\n")
     checkpoint = tmp_path / "users.jsonl.checkpoint"
     argv = (str(path), "--application-id", app_id, "--base-url", first.url)
-
-    def outage() -> None:
-        wait_for_position(checkpoint, 1000)
-        first.stop()
-
-    stopper = threading.Thread(target=outage)
-    stopper.start()
-    status, out = resume(
-        capsys, *argv, "--batch-size", "100", "--max-rate", "2000", "--retry-timeout", "1"
-    )
-    stopper.join()
+    status, out = run_into_an_outage(capsys, first, checkpoint, argv)
     assert status == 3, out
     assert "invalid: 1 " in out
     assert read_checkpoint(checkpoint)["invalid"] == 1

@@ -12,12 +12,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from samples import REFERENCE_USER
+from samples import REFERENCE_USER, fast_retry
 from servers import CollectorHandle, ServerThread
 
 from moesif_users_middleware import ConfigurationError, User, ValidationError
 from moesif_users_middleware._delivery.kinds import USERS
-from moesif_users_middleware._delivery.retry import RetryPolicy
 from moesif_users_middleware.sender import (
     SENDER_OPTIONS,
     Sender,
@@ -26,14 +25,7 @@ from moesif_users_middleware.sender import (
     get_sender,
 )
 
-FAST_RETRY = RetryPolicy(
-    backoff_base=0.02,
-    backoff_cap=0.1,
-    batch_deadline=2.0,
-    retry_after_cap=5.0,
-    cycle_backoff_base=0.02,
-    cycle_backoff_cap=0.1,
-)
+FAST_RETRY = fast_retry(batch_deadline=2.0)
 
 
 @pytest.fixture(autouse=True)

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 from faults import Accept, Blackhole, FaultServer
+from samples import fast_retry
 from servers import CollectorHandle
 
 from moesif_users_middleware._delivery.buffer import PendingBuffer
-from moesif_users_middleware._delivery.retry import RetryPolicy
 from moesif_users_middleware._time import seconds_of, utc_text
 from moesif_users_middleware.sender import (
     Sender,
@@ -27,14 +27,7 @@ from moesif_users_middleware.sender import (
     get_sender,
 )
 
-FAST_RETRY = RetryPolicy(
-    backoff_base=0.02,
-    backoff_cap=0.1,
-    batch_deadline=30.0,
-    retry_after_cap=1.0,
-    cycle_backoff_base=0.02,
-    cycle_backoff_cap=0.1,
-)
+FAST_RETRY = fast_retry(batch_deadline=30.0, retry_after_cap=1.0)
 CANONICAL = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
