@@ -95,7 +95,6 @@ def resume(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     return status, capsys.readouterr().out
 
 
-@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
 def run_into_an_outage(
     capsys: pytest.CaptureFixture[str], collector: Any, checkpoint: Path, argv: tuple[str, ...]
 ) -> tuple[int, str]:
@@ -114,6 +113,7 @@ def run_into_an_outage(
     return status, out
 
 
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
 def test_an_interrupted_process_resumes_from_its_checkpoint(
     how: str,
     collector: CollectorHandle,
