@@ -1,9 +1,10 @@
 """The shared background sender: one per process and (application id, base url).
 
-``get_sender(...)`` returns it; ``queue_user`` / ``queue_users`` validate and return at
-once (``True`` if accepted, ``False`` if dropped because the buffer is full). A daemon
-thread, started on first use, coalesces pending updates per user, skips updates
-identical to the last one delivered, and POSTs batches to ``/v1/users/batch`` with
+``get_sender(...)`` returns it; ``queue_user`` / ``queue_users`` (and ``queue_company``
+/ ``queue_companies``) validate and return at once (``True`` if accepted, ``False`` if
+dropped because the buffer is full). A daemon thread, started on first use, coalesces
+pending updates per user (and per company), skips updates identical to the last one
+delivered, and POSTs batches to ``/v1/users/batch`` (``/v1/companies/batch``) with
 retries. Every record carries ``modified_time``: the moment of the newest update merged
 into it. The work is done by the delivery engine (:mod:`._delivery`); this module is its
 facade and the registry. See :mod:`._options` for the options.
@@ -41,14 +42,15 @@ import httpx
 
 from . import _lifecycle
 from ._delivery.engine import Engine
-from ._delivery.kinds import USERS
+from ._delivery.kinds import COMPANIES, KINDS, USERS
 from ._delivery.options import SENDER_OPTIONS, SenderOptions, validate_sender_options
 from ._delivery.retry import DEFAULT_RETRY, RetryPolicy
 from ._lifecycle import drain_all, flush_all, shutdown_all
 from ._options import redact, resolve_application_id, resolve_base_url
 from ._ratelimit import RateLimitedLog
-from .models import normalize_user
-from .transport import UsersClient, normalize_users
+from .errors import ValidationError
+from .models import normalize_company, normalize_user
+from .transport import UsersClient, normalize_companies, normalize_users
 
 __all__ = [
     "SENDER_OPTIONS",
@@ -111,6 +113,20 @@ class Sender:
         self._check_fork()
         return self._engine.queue_direct(USERS, normalize_users(users))
 
+    def queue_company(self, company: Any) -> bool:
+        """Validate one company (``Company`` or dict) and queue it; ``False`` if dropped.
+
+        Companies coalesce per ``company_id`` under the same rules as users and go to
+        ``/v1/companies/batch`` in batches of their own.
+        """
+        self._check_fork()
+        return self._engine.queue_direct(COMPANIES, [normalize_company(company)])
+
+    def queue_companies(self, companies: Iterable[Any]) -> bool:
+        """Validate every company first (``companies[3].company_id`` in errors), then queue them."""
+        self._check_fork()
+        return self._engine.queue_direct(COMPANIES, normalize_companies(companies))
+
     def flush(self, timeout: float | None = None) -> bool:
         """Send everything pending now; ``True`` once it was all delivered.
 
@@ -154,14 +170,18 @@ class Sender:
         self._begin_stop(_lifecycle.flush_end(seconds) or 0.0)
         self._finish_stop()
 
-    def stats(self) -> dict[str, int]:
-        """Counters since the sender started (in this process)."""
+    def stats(self, kind: str | None = None) -> dict[str, int]:
+        """Counters since the sender started (in this process), for both kinds summed, or
+        for one: ``stats("users")``, ``stats("companies")``."""
         self._check_fork()
-        return self._engine.stats()
+        if kind is not None and kind not in KINDS:
+            raise ValidationError("kind", f"must be one of {', '.join(KINDS)}, not {kind!r}")
+        return self._engine.stats(kind)
 
     @property
     def pending(self) -> int:
-        """Users waiting to be sent or being sent (and captures not yet turned into updates)."""
+        """Users and companies waiting to be sent or being sent (and captures not yet
+        turned into updates)."""
         return self._engine.pending
 
     def __repr__(self) -> str:
@@ -209,7 +229,7 @@ class Sender:
         left = self._engine.worker.finish_stop()
         if left:
             _logger.warning(
-                "Moesif users sender stopped with %d user updates not delivered "
+                "Moesif users sender stopped with %d user and company updates not delivered "
                 "(shutdown_timeout reached or API unavailable)",
                 left,
             )
