@@ -47,8 +47,10 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moesif_users_middleware._capture import hooks
-from moesif_users_middleware._capture.config import build_config, configure_or_disable
+from moesif_users_middleware._capture.config import configure_or_disable
+from moesif_users_middleware._capture.moesif_settings import config_for
 from moesif_users_middleware._capture.pipeline import Capture
+from moesif_users_middleware._capture.profile_methods import ProfileMethods
 from moesif_users_middleware._capture.request_view import ScopeView
 
 __all__ = ["MoesifUsersMiddleware", "ResponseView"]
@@ -79,19 +81,23 @@ class ResponseView:
         return f"ResponseView(status_code={self.status_code})"
 
 
-class MoesifUsersMiddleware:
+class MoesifUsersMiddleware(ProfileMethods):
     """Pure-ASGI middleware: after each HTTP response, queue the user's profile update.
 
     Accepts every option of :data:`moesif_users_middleware._capture.config.CAPTURE_OPTIONS` as a
     keyword argument; they are validated here, once. A mistake turns capture off with one
     logged warning or error (``strict=True``: raises
     :class:`~moesif_users_middleware._capture.config.ConfigurationError`).
+
+    ``moesif_settings=`` takes ``moesifasgi``'s settings dict as it is (its hooks, sync or
+    ``async def``, unchanged), with user ids derived as ``moesifasgi`` derives them; other
+    keyword options apply on top. ``update_user`` & co. work as ``moesifasgi``'s do.
     """
 
     def __init__(self, app: ASGIApp, /, **options: Any) -> None:
         self.app = app
         configured = configure_or_disable(
-            lambda: build_config(options)[0],
+            lambda: config_for(options, "asgi")[0],
             adapter="Starlette/FastAPI",
             strict=options.get("strict"),
         )

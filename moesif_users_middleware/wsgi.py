@@ -50,10 +50,11 @@ from moesif_users_middleware._capture import hooks
 from moesif_users_middleware._capture.config import (
     HOOK_OPTIONS,
     ConfigurationError,
-    build_config,
     configure_or_disable,
 )
+from moesif_users_middleware._capture.moesif_settings import MOESIF_OPTION, config_for
 from moesif_users_middleware._capture.pipeline import Capture
+from moesif_users_middleware._capture.profile_methods import ProfileMethods
 from moesif_users_middleware._capture.request_view import EnvironView
 from moesif_users_middleware._capture.wsgi_response import ResponseView, call_on_close
 from moesif_users_middleware._options import adapter_options
@@ -69,13 +70,18 @@ WSGI_OPTIONS: tuple[str, ...] = adapter_options("wsgi")
 _ADAPTER = "wsgi adapter"
 
 
-class MoesifUsersMiddleware:
+class MoesifUsersMiddleware(ProfileMethods):
     """WSGI middleware: after each response is closed, queue the user's profile update.
 
     Accepts every option of :data:`moesif_users_middleware._capture.config.CAPTURE_OPTIONS`, and
     ``request_class``, as keyword arguments; they are validated here, once. A mistake
     turns capture off with one logged warning or error (``strict=True``: raises
     :class:`~moesif_users_middleware._capture.config.ConfigurationError`).
+
+    ``moesif_settings=`` takes ``moesifwsgi``'s settings dict as it is, hooks and all
+    (``IDENTIFY_USER(app, environ, response_headers)``, ...; ``app`` is the app wrapped
+    here), with user ids derived as ``moesifwsgi`` derives them; other keyword options
+    apply on top. ``update_user`` & co. work as ``moesifwsgi``'s do.
     """
 
     def __init__(self, app: WSGIApplication, **options: Any) -> None:
@@ -83,7 +89,7 @@ class MoesifUsersMiddleware:
         self.request_class: Callable[[WSGIEnvironment], Any] | None = None
         self.capture: Capture | None = None
         configured = configure_or_disable(
-            partial(_configure, options), adapter="plain WSGI", strict=options.get("strict")
+            partial(_configure, options, app), adapter="plain WSGI", strict=options.get("strict")
         )
         if configured is not None:
             self.capture, self.request_class = configured
@@ -119,11 +125,19 @@ class MoesifUsersMiddleware:
 
 
 def _configure(
-    options: dict[str, Any],
+    options: dict[str, Any], app: WSGIApplication
 ) -> tuple[Capture | None, Callable[[WSGIEnvironment], Any] | None]:
     """The capture (``None`` when ``enabled=False``) and the request factory for hooks."""
-    config, extras = build_config(
-        options, extra_options=WSGI_OPTIONS, sync_hooks="a plain WSGI app (no event loop)"
+    if MOESIF_OPTION in options and "request_class" in options:
+        raise ConfigurationError(
+            f"request_class does not apply with {MOESIF_OPTION}: moesifwsgi's hooks get the environ"
+        )
+    config, extras = config_for(
+        options,
+        "wsgi",
+        app=app,
+        extra_options=WSGI_OPTIONS,
+        sync_hooks="a plain WSGI app (no event loop)",
     )
     if not config.enabled:
         return None, None

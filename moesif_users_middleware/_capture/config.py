@@ -24,6 +24,7 @@ from .._options import (
 from ..errors import ConfigurationError, HookError, MissingApplicationIdError
 from .client_ip import ClientIpResolver
 from .hooks import Hook, hook_label, is_async_hook, resolve_hook
+from .request_view import RequestView
 
 __all__ = [
     "CAPTURE_OPTIONS",
@@ -74,6 +75,10 @@ class CaptureConfig:
     max_user_agent_length: int
     enabled: bool
     sender_options: Mapping[str, Any]
+    # Replaces the adapter's default user id (the framework's user, REMOTE_USER, the JWT
+    # claim) when set: ``default_user_id(view)`` returns the id or None. Moesif settings
+    # use it to derive ids exactly as Moesif's middleware does (see moesif_settings.py).
+    default_user_id: Callable[[RequestView], object] | None = None
 
 
 def options_from_upper(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -96,6 +101,8 @@ def build_config(
     extra_options: Iterable[str] = (),
     source: str = "option",
     sync_hooks: str | None = None,
+    default_user_id: Callable[[RequestView], object] | None = None,
+    labels: Mapping[str, str] = MappingProxyType({}),
 ) -> tuple[CaptureConfig, dict[str, Any]]:
     """Validate lower-case ``options`` once, at startup.
 
@@ -104,6 +111,8 @@ def build_config(
     (keyword arguments) or a settings name such as ``"MOESIF_USERS"``, which makes errors
     read ``MOESIF_USERS['IDENTIFY_USER']``. ``sync_hooks`` names a framework that calls
     hooks synchronously (``"Flask"``): an ``async def`` hook is then an error.
+    ``default_user_id`` replaces the adapter's default user id (see :class:`CaptureConfig`);
+    ``labels`` names some options otherwise in errors (``{"base_url": "...['BASE_URI']"}``).
 
     Raises :class:`ConfigurationError` naming the option at fault (an unknown name comes
     with the closest valid one). Every other option is checked before the application
@@ -112,6 +121,9 @@ def build_config(
     extra = tuple(extra_options)
 
     def label(name: str) -> str:
+        given = labels.get(name)
+        if given is not None:
+            return given
         return name if source == "option" else f"{source}[{name.upper()!r}]"
 
     valid = CAPTURE_OPTIONS + extra
@@ -202,6 +214,7 @@ def build_config(
         max_user_agent_length=max_ua,
         enabled=enabled,
         sender_options=MappingProxyType(sender_options),
+        default_user_id=default_user_id,
         **hooks,
     )
     return config, {name: checked(name) for name in extra if name in options}

@@ -69,6 +69,7 @@ class Fields:
     _jwt_claim: str | None
     _capture_campaign: bool
     _max_ua: int
+    _default_id: Callable[[RequestView], object] | None
     _campaigns: dict[tuple[str, str | None, str | None], dict[str, str] | None]
 
     def _raised(self, name: str, exc: Exception) -> _FailedType:
@@ -254,16 +255,21 @@ class Fields:
     # -- defaults ------------------------------------------------------------------------
 
     def _default_user_id(self, view: RequestView) -> str | _FailedType | None:
-        """The server's user, else the framework's user, else (opt-in) the JWT claim."""
-        user_id = view.user_id_default()
-        if user_id is None:
-            try:
+        """The server's user, else the framework's user, else (opt-in) the JWT claim.
+
+        A configured ``default_user_id`` (Moesif settings) replaces all three.
+        """
+        try:
+            if self._default_id is not None:
+                return self._to_id("identify_user", self._default_id(view))
+            user_id = view.user_id_default()
+            if user_id is None:
                 user_id = user_id_from_object(view.auth_user())
-            except Exception as exc:  # the adapter's lazy user loader (e.g. a database error)
-                self._hook_error(
-                    "identify_user", "user loader", f"loading the user raised {describe(exc)}"
-                )
-                return FAILED
+        except Exception as exc:  # the adapter's lazy user loader (e.g. a database error)
+            self._hook_error(
+                "identify_user", "user loader", f"loading the user raised {describe(exc)}"
+            )
+            return FAILED
         if user_id is None and self._jwt_claim is not None:
             authorization = view.header("authorization")
             token = bearer_token(authorization) if authorization else None

@@ -20,9 +20,11 @@ from ..errors import HookError
 
 __all__ = [
     "COUNTER_NAMES",
+    "HOOK_PARAMS",
     "LOG_INTERVAL",
     "Hook",
     "HookError",
+    "check_signature",
     "count",
     "counters",
     "hook_label",
@@ -33,6 +35,7 @@ __all__ = [
 ]
 
 Hook = Callable[[Any, Any], Any]
+HOOK_PARAMS: tuple[str, ...] = ("request", "response")
 
 logger = logging.getLogger("moesif_users_middleware")
 
@@ -106,11 +109,15 @@ def is_async_hook(hook: object) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
-def resolve_hook(value: object, label: str) -> Hook | None:
+def resolve_hook(
+    value: object, label: str, params: tuple[str, ...] | None = HOOK_PARAMS, call: str = "hook"
+) -> Hook | None:
     """Return the callable for a hook option (callable, dotted path, or ``None``).
 
     Raises :class:`HookError` with a message starting with ``label`` when the path cannot
-    be imported, the value is not callable, or it cannot take ``(request, response)``.
+    be imported, the value is not callable, or it cannot be called with ``params``
+    (``(request, response)``; the message spells the call ``call(request, response)``;
+    ``None`` leaves the signature to :func:`check_signature`).
     """
     if value is None:
         return None
@@ -120,7 +127,8 @@ def resolve_hook(value: object, label: str) -> Hook | None:
         raise HookError(
             f"{label} must be a callable or a dotted path string, not {type(value).__name__}"
         )
-    _check_signature(value, label)
+    if params is not None:
+        check_signature(value, label, params, call)
     return value
 
 
@@ -162,14 +170,18 @@ def import_path(path: str, label: str) -> object:
     raise HookError(f"{label}: cannot import {path!r}: {error}")
 
 
-def _check_signature(hook: Callable[..., Any], label: str) -> None:
+def check_signature(
+    hook: Callable[..., Any], label: str, params: tuple[str, ...], call: str = "hook"
+) -> None:
+    """Raise :class:`HookError` unless ``hook`` can be called with ``len(params)`` arguments."""
     try:
         signature = inspect.signature(hook)
     except (TypeError, ValueError):  # builtins and C callables without a signature
         return
     try:
-        signature.bind(None, None)
+        signature.bind(*(None for _ in params))
     except TypeError:
         raise HookError(
-            f"{label}: {hook_label(hook)}{signature} cannot be called as hook(request, response)"
+            f"{label}: {hook_label(hook)}{signature} cannot be called as "
+            f"{call}({', '.join(params)})"
         ) from None

@@ -121,6 +121,7 @@ class Capture(Fields):
         self._jwt_claim = config.jwt_user_id_claim
         self._capture_campaign = config.capture_campaign
         self._max_ua = config.max_user_agent_length
+        self._default_id = config.default_user_id
         # What the defaults read once the request is over, kept when it finishes.
         names = ["user-agent", *self._resolver.header_names]
         if config.get_session_token is None:

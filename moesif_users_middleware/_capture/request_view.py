@@ -123,6 +123,11 @@ class EnvironView(RequestView):
         self._environ = environ
 
     @property
+    def environ(self) -> Mapping[str, Any]:
+        """The WSGI environ (or Django's ``request.META``) itself."""
+        return self._environ
+
+    @property
     def method(self) -> str:
         return _text(self._environ.get("REQUEST_METHOD")) or "GET"
 

@@ -8,6 +8,12 @@
 - ``moesif_users.W002`` the middleware is placed before ``AuthenticationMiddleware``
 - ``moesif_users.W003`` no ``AuthenticationMiddleware`` and no ``IDENTIFY_USER``
 - ``moesif_users.W004`` no application id (while enabled): capture is off
+- ``moesif_users.E005`` ``settings.MOESIF_MIDDLEWARE``, read because there is no
+  ``MOESIF_USERS``, is not a dict
+- ``moesif_users.E006`` a bad value in ``settings.MOESIF_MIDDLEWARE`` (a hook that is not
+  callable, cannot be imported or has the wrong signature; a header name that is not text)
+- ``moesif_users.I001`` both ``MOESIF_USERS`` and ``MOESIF_MIDDLEWARE`` are set: the
+  middleware reads ``MOESIF_USERS``
 
 Every ``E`` here is a mistake the middleware logs as one ERROR and answers by turning
 capture off (``"STRICT": True``: by raising); ``W004`` is its one WARNING.
@@ -21,13 +27,18 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Warning
+from django.core.checks import CheckMessage, Error, Info, Warning
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from moesif_users_middleware._capture.moesif_settings import USED_KEYS
 from moesif_users_middleware.django.conf import (
+    MOESIF_SETTING,
     SETTING,
+    active_setting,
+    both_settings,
     parse,
+    parse_moesif,
     raw_settings,
     unknown_keys_error,
     valid_keys,
@@ -46,12 +57,28 @@ _PLACEHOLDER_ID = "placeholder-application-id"
 def check_settings(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:
-    """Validate ``settings.MOESIF_USERS``: shape, keys, application id, value types."""
+    """Validate ``settings.MOESIF_USERS``: shape, keys, application id, value types.
+
+    Without it, ``settings.MOESIF_MIDDLEWARE`` (read as Moesif's settings) instead.
+    """
+    if active_setting() == MOESIF_SETTING:
+        return _check_moesif_settings(getattr(settings, MOESIF_SETTING))
     try:
         raw = raw_settings()
     except ImproperlyConfigured as exc:
         return [Error(str(exc), id="moesif_users.E001")]
     messages: list[CheckMessage] = []
+    if both_settings():
+        messages.append(
+            Info(
+                f"Both settings.{SETTING} and settings.{MOESIF_SETTING} are set: "
+                f"MoesifUsersMiddleware reads settings.{SETTING} only (settings."
+                f"{MOESIF_SETTING} is left to Moesif's middleware).",
+                hint=f"Remove settings.{SETTING} to have it read settings.{MOESIF_SETTING} "
+                "as it is.",
+                id="moesif_users.I001",
+            )
+        )
     valid = valid_keys()
     unknown = [key for key in raw if key not in valid]
     if unknown:
@@ -64,17 +91,30 @@ def check_settings(
         )
     known = {key: value for key, value in raw.items() if key in valid}
     if known.get("ENABLED", True) is not False and _missing_application_id(known):
-        messages.append(
-            Warning(
-                f"No Moesif application id: settings.{SETTING} has no APPLICATION_ID "
-                "and MOESIF_APPLICATION_ID is not set, so no user profile is recorded.",
-                hint=f"Set settings.{SETTING}['APPLICATION_ID'] or the MOESIF_APPLICATION_ID "
-                f"environment variable, or set settings.{SETTING}['ENABLED'] = False.",
-                id="moesif_users.W004",
-            )
-        )
+        messages.append(_missing_id_warning(SETTING))
         known["APPLICATION_ID"] = _PLACEHOLDER_ID
-    messages.extend(_value_errors(known))
+    messages.extend(_value_errors(known, parse, SETTING, "moesif_users.E004"))
+    return messages
+
+
+def _check_moesif_settings(raw: object) -> list[CheckMessage]:
+    """``settings.MOESIF_MIDDLEWARE``, read as ``moesifdjango``'s settings (unknown keys are
+    Moesif's to judge: this library ignores the ones about event capture)."""
+    if not isinstance(raw, Mapping):
+        return [
+            Error(
+                f"settings.{MOESIF_SETTING} must be a dict (moesifdjango's settings), not "
+                f"{type(raw).__name__}.",
+                hint=f"Set settings.{SETTING} instead, or make settings.{MOESIF_SETTING} a dict.",
+                id="moesif_users.E005",
+            )
+        ]
+    messages: list[CheckMessage] = []
+    known = {key: value for key, value in raw.items() if key in USED_KEYS}
+    if known.get("ENABLED", True) is not False and _missing_application_id(known):
+        messages.append(_missing_id_warning(MOESIF_SETTING))
+        known["APPLICATION_ID"] = _PLACEHOLDER_ID
+    messages.extend(_value_errors(known, parse_moesif, MOESIF_SETTING, "moesif_users.E006"))
     return messages
 
 
@@ -82,11 +122,12 @@ def check_middleware(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:
     """Check that the middleware is installed, after ``AuthenticationMiddleware``."""
+    setting = active_setting()
     try:
-        raw = raw_settings()
+        raw = raw_settings() if setting == SETTING else getattr(settings, setting)
     except ImproperlyConfigured:
         return []  # reported by check_settings
-    if raw.get("ENABLED", True) is False:
+    if not isinstance(raw, Mapping) or raw.get("ENABLED", True) is False:
         return []
     middleware = [entry for entry in getattr(settings, "MIDDLEWARE", None) or () if entry]
     ours = _position(middleware, _OURS, _is_ours)
@@ -94,7 +135,7 @@ def check_middleware(
     if ours is None:
         return [
             Warning(
-                f"settings.{SETTING} is set but MoesifUsersMiddleware is not in MIDDLEWARE: "
+                f"settings.{setting} is set but MoesifUsersMiddleware is not in MIDDLEWARE: "
                 "no user profile is recorded.",
                 hint=f"Add {_OURS!r} to MIDDLEWARE after {_AUTH!r}.",
                 id="moesif_users.W001",
@@ -113,11 +154,21 @@ def check_middleware(
             Warning(
                 "AuthenticationMiddleware is not in MIDDLEWARE and no IDENTIFY_USER is set: "
                 "requests have no user, so nothing is recorded.",
-                hint=f"Add {_AUTH!r} to MIDDLEWARE or set settings.{SETTING}['IDENTIFY_USER'].",
+                hint=f"Add {_AUTH!r} to MIDDLEWARE or set settings.{setting}['IDENTIFY_USER'].",
                 id="moesif_users.W003",
             )
         ]
     return []
+
+
+def _missing_id_warning(setting: str) -> Warning:
+    return Warning(
+        f"No Moesif application id: settings.{setting} has no APPLICATION_ID "
+        "and MOESIF_APPLICATION_ID is not set, so no user profile is recorded.",
+        hint=f"Set settings.{setting}['APPLICATION_ID'] or the MOESIF_APPLICATION_ID "
+        f"environment variable, or set settings.{setting}['ENABLED'] = False.",
+        id="moesif_users.W004",
+    )
 
 
 def _missing_application_id(known: Mapping[str, Any]) -> bool:
@@ -128,26 +179,24 @@ def _missing_application_id(known: Mapping[str, Any]) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
-def _value_errors(known: Mapping[str, Any]) -> list[CheckMessage]:
-    """One E004 per bad value (each key checked alone), then the whole set together."""
+def _value_errors(
+    known: Mapping[str, Any], parse: Callable[[Any], object], setting: str, error_id: str
+) -> list[CheckMessage]:
+    """One error per bad value (each key checked alone), then the whole set together."""
     # Each key is checked beside a valid application id, so one bad id is reported once.
     base = {"APPLICATION_ID": _PLACEHOLDER_ID}
-    messages: list[CheckMessage] = []
+    errors: list[str] = []
     for key, value in known.items():
         try:
             parse({**base, key: value})
         except ConfigurationError as exc:
-            messages.append(_value_error(exc))
-    if not messages:
+            errors.append(str(exc))
+    if not errors:
         try:
             parse({**base, **known})
         except ConfigurationError as exc:
-            messages.append(_value_error(exc))
-    return messages
-
-
-def _value_error(exc: ConfigurationError) -> Error:
-    return Error(f"Invalid settings.{SETTING}: {exc}", id="moesif_users.E004")
+            errors.append(str(exc))
+    return [Error(f"Invalid settings.{setting}: {error}", id=error_id) for error in errors]
 
 
 def _position(middleware: Sequence[str], path: str, matches: Callable[[str], bool]) -> int | None:

@@ -1,4 +1,9 @@
-"""Reading ``settings.MOESIF_USERS`` (upper-case keys) into a capture configuration."""
+"""Reading ``settings.MOESIF_USERS`` (upper-case keys) into a capture configuration.
+
+Without ``MOESIF_USERS``, ``settings.MOESIF_MIDDLEWARE`` (``moesifdjango``'s settings) is
+read as it is instead (see ``_capture/moesif_settings.py``); ``MOESIF_USERS`` wins when
+both are set.
+"""
 
 from __future__ import annotations
 
@@ -18,15 +23,20 @@ from moesif_users_middleware._capture.config import (
     options_from_upper,
     unknown_options_error,
 )
+from moesif_users_middleware._capture.moesif_settings import moesif_config
 from moesif_users_middleware._options import adapter_options
 
 __all__ = [
     "EXTRA_OPTIONS",
+    "MOESIF_SETTING",
     "SETTING",
     "DjangoSettings",
     "MissingSettingsApplicationIdError",
     "SettingsError",
+    "active_setting",
+    "both_settings",
     "parse",
+    "parse_moesif",
     "raw_settings",
     "read_settings",
     "strict_setting",
@@ -35,6 +45,7 @@ __all__ = [
 ]
 
 SETTING = "MOESIF_USERS"
+MOESIF_SETTING = "MOESIF_MIDDLEWARE"
 # Options only the Django adapter understands (lower-case, as build_config expects).
 # GET_USER_PROFILE is read by the moesif_users_backfill command, not the middleware.
 EXTRA_OPTIONS: tuple[str, ...] = adapter_options("django")
@@ -51,6 +62,21 @@ class DjangoSettings:
 def valid_keys() -> tuple[str, ...]:
     """Every key ``settings.MOESIF_USERS`` accepts, upper-case."""
     return tuple(name.upper() for name in (*CAPTURE_OPTIONS, *EXTRA_OPTIONS))
+
+
+def active_setting() -> str:
+    """The setting the middleware reads: ``MOESIF_USERS``, else ``MOESIF_MIDDLEWARE`` if set."""
+    if (
+        getattr(settings, SETTING, None) is None
+        and getattr(settings, MOESIF_SETTING, None) is not None
+    ):
+        return MOESIF_SETTING
+    return SETTING
+
+
+def both_settings() -> bool:
+    """Whether both ``MOESIF_USERS`` and ``MOESIF_MIDDLEWARE`` are set (the first is read)."""
+    return all(getattr(settings, name, None) is not None for name in (SETTING, MOESIF_SETTING))
 
 
 def raw_settings() -> Mapping[str, Any]:
@@ -76,6 +102,15 @@ def parse(raw: Mapping[str, Any]) -> DjangoSettings:
     return DjangoSettings(config=config, force_user_load=extras.get("force_user_load", False))
 
 
+def parse_moesif(raw: object) -> DjangoSettings:
+    """Validate ``moesifdjango``'s settings; raises :class:`ConfigurationError` naming the key.
+
+    The user is loaded for the default id, as ``moesifdjango`` loads it for its events.
+    """
+    config, _ = moesif_config(raw, "django", source=f"settings.{MOESIF_SETTING}")
+    return DjangoSettings(config=config, force_user_load=True)
+
+
 def unknown_keys_error(keys: list[Any]) -> ConfigurationError:
     """Unknown (or not upper-case) keys, with the closest valid key for each."""
     return unknown_options_error(
@@ -98,8 +133,10 @@ class MissingSettingsApplicationIdError(SettingsError, MissingApplicationIdError
 
 
 def read_settings() -> DjangoSettings:
-    """Read and validate ``settings.MOESIF_USERS``; problems raise :class:`SettingsError`."""
+    """Read and validate the active setting; problems raise :class:`SettingsError`."""
     try:
+        if active_setting() == MOESIF_SETTING:
+            return parse_moesif(getattr(settings, MOESIF_SETTING))
         return parse(raw_settings())
     except ImproperlyConfigured as exc:  # not a dict
         raise SettingsError(str(exc)) from exc
@@ -111,6 +148,6 @@ def read_settings() -> DjangoSettings:
 
 
 def strict_setting() -> object:
-    """``settings.MOESIF_USERS["STRICT"]`` as given (``None`` when it cannot be read)."""
-    value = getattr(settings, SETTING, None)
+    """The active setting's ``"STRICT"`` as given (``None`` when it cannot be read)."""
+    value = getattr(settings, active_setting(), None)
     return value.get("STRICT") if isinstance(value, Mapping) else None

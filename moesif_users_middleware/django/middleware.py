@@ -15,8 +15,9 @@ from django.utils.functional import LazyObject, empty
 from moesif_users_middleware._capture import hooks
 from moesif_users_middleware._capture.config import configure_or_disable
 from moesif_users_middleware._capture.pipeline import Capture
+from moesif_users_middleware._capture.profile_methods import ProfileMethods
 from moesif_users_middleware._capture.request_view import EnvironView, RequestView
-from moesif_users_middleware.django.conf import SETTING, read_settings, strict_setting
+from moesif_users_middleware.django.conf import active_setting, read_settings, strict_setting
 
 __all__ = ["MoesifUsersMiddleware"]
 
@@ -26,7 +27,7 @@ GetResponse = Callable[[HttpRequest], HttpResponseBase]
 AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 
 
-class MoesifUsersMiddleware:
+class MoesifUsersMiddleware(ProfileMethods):
     """Hybrid sync/async Django middleware that records the requesting user's profile.
 
     Place it after ``AuthenticationMiddleware``; configure it with ``settings.MOESIF_USERS``
@@ -52,30 +53,43 @@ class MoesifUsersMiddleware:
     (``async_to_sync``), which costs more per request than plain hooks.
     Nothing here can break a request: a failure is logged (rate-limited) and the
     response is returned unchanged. Streaming responses keep streaming.
+
+    Without ``MOESIF_USERS``, ``settings.MOESIF_MIDDLEWARE`` (``moesifdjango``'s settings)
+    is read as it is, and user ids are derived as ``moesifdjango`` derives them.
+    ``MoesifUsersMiddleware(None).update_user(profile)`` & co. work as ``moesifdjango``'s
+    do (built that way, it never raises ``MiddlewareNotUsed``).
     """
 
     sync_capable = True
     async_capable = True
 
-    def __init__(self, get_response: GetResponse | AsyncGetResponse) -> None:
+    def __init__(self, get_response: GetResponse | AsyncGetResponse | None) -> None:
+        setting = active_setting()
         resolved = configure_or_disable(
             read_settings,
             adapter="Django",
             strict=strict_setting(),
-            strict_hint=f"settings.{SETTING}['STRICT'] = True",
+            strict_hint=f"settings.{setting}['STRICT'] = True",
         )
-        if resolved is None:
-            raise MiddlewareNotUsed(f"settings.{SETTING} has a mistake (logged): capture is off")
-        if not resolved.config.enabled:
-            raise MiddlewareNotUsed(f"settings.{SETTING}['ENABLED'] is False")
-        self.get_response: Callable[[HttpRequest], Any] = get_response
+        self.async_mode = False
+        if resolved is None or not resolved.config.enabled:
+            if get_response is None:
+                return  # built by application code for update_user & co.: they log, not send
+            if resolved is None:
+                raise MiddlewareNotUsed(
+                    f"settings.{setting} has a mistake (logged): capture is off"
+                )
+            raise MiddlewareNotUsed(f"settings.{setting}['ENABLED'] is False")
+        self.get_response: Callable[[HttpRequest], Any] = get_response  # type: ignore[assignment]
         self.capture = Capture(resolved.config)
         self.force_user_load = resolved.force_user_load
         self.user_reader = _request_user if self.force_user_load else _loaded_user
         self.async_hooks = self.capture.has_async_hooks
-        # Only the default user id (no IDENTIFY_USER) needs the user: FORCE_USER_LOAD
-        # loads it for that, never for a hook.
-        self.reads_user = resolved.config.identify_user is None
+        # Only the default user id (no IDENTIFY_USER; with Moesif's settings, also one
+        # that returned nothing) needs the user: FORCE_USER_LOAD loads it for that only.
+        self.reads_user = (
+            resolved.config.identify_user is None or resolved.config.default_user_id is not None
+        )
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
             # Django then awaits __call__, which hands out the coroutine of __acall__.
