@@ -60,7 +60,7 @@ from functools import partial
 from types import ModuleType
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, has_app_context, request
 
 from moesif_users_middleware._capture import hooks
 from moesif_users_middleware._capture.config import (
@@ -72,6 +72,7 @@ from moesif_users_middleware._capture.config import (
     unknown_options_error,
 )
 from moesif_users_middleware._capture.pipeline import Capture, user_id_from_object
+from moesif_users_middleware._capture.profile_methods import ProfileMethods
 from moesif_users_middleware._capture.request_view import EnvironView
 from moesif_users_middleware._capture.wsgi_response import call_on_close
 from moesif_users_middleware._options import adapter_options
@@ -87,11 +88,16 @@ _ADAPTER = "flask adapter"
 _VALID_OPTIONS = frozenset(CAPTURE_OPTIONS + FLASK_OPTIONS)
 
 
-class MoesifUsers:
-    """The Flask extension: ``MoesifUsers(app, **options)`` or ``init_app(app, **options)``."""
+class MoesifUsers(ProfileMethods):
+    """The Flask extension: ``MoesifUsers(app, **options)`` or ``init_app(app, **options)``.
+
+    ``update_user`` & co. (as Moesif's middlewares have them) use the current app's
+    configuration, or that of the one app initialised, outside an app context.
+    """
 
     def __init__(self, app: Flask | None = None, **options: Any) -> None:
         self.options = options
+        self._states: list[FlaskState] = []
         if app is not None:
             self.init_app(app)
 
@@ -114,9 +120,16 @@ class MoesifUsers:
         config, force_user_load = configured if configured is not None else (None, False)
         state = FlaskState(app, config, force_user_load=force_user_load)
         app.extensions[EXTENSION_KEY] = state
+        self._states.append(state)
         if state.capture is not None:
             app.after_request(state.after_request)
         return state
+
+    def _profile_capture(self) -> Capture | None:
+        if has_app_context():
+            state = current_app.extensions.get(EXTENSION_KEY)
+            return state.capture if isinstance(state, FlaskState) else None
+        return self._states[0].capture if len(self._states) == 1 else None
 
 
 def _configure(

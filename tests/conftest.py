@@ -82,3 +82,14 @@ def make(collector: CollectorHandle, app_id: str) -> Iterator[Callable[..., Any]
 
     yield make_capture
     _reset_senders_for_tests()
+
+
+@pytest.fixture(scope="session")
+def moesif_sink(collector: CollectorHandle) -> Iterator[Any]:
+    """A loopback stand-in for Moesif's API for their middlewares (see ``moesif_peers``):
+    it keeps their events and passes user and company requests on to the collector."""
+    from moesif_peers import EventSink
+
+    sink = EventSink(collector.url)
+    yield sink
+    sink.stop()
