@@ -4,9 +4,10 @@ sink for their events and a guard that keeps every connection on this machine.
 - :class:`EventSink`: a loopback HTTP server standing in for Moesif's API. It answers
   ``{}`` to their configuration and rules requests, keeps every event posted to
   ``/v1/events`` or ``/v1/events/batch`` (gzip or not), so a test reads the user id each
-  middleware put on the event of a request, and passes user and company requests on to
-  the real collector: both middlewares read one ``BASE_URI``, so this library's profiles
-  (and Moesif's ``update_user`` calls) land in the collector through it.
+  middleware put on the event of a request, and passes user requests on to the real
+  collector: both middlewares read one ``BASE_URI``, so this library's profiles (and
+  Moesif's ``update_user`` calls) land in the collector through it. Companies posted to
+  ``/v1/companies`` or ``/v1/companies/batch`` are kept here (``companies``).
 - :func:`loopback_only`: while active, resolving or connecting to any address that is not
   loopback raises, in every thread (their background jobs included), so nothing of
   theirs can reach the internet whatever their defaults.
@@ -33,7 +34,8 @@ import httpx
 __all__ = ["EventSink", "loopback_only", "point_at"]
 
 
-_FORWARDED = ("/v1/users", "/v1/companies")
+_FORWARDED = ("/v1/users",)
+_COMPANIES = ("/v1/companies", "/v1/companies/batch")
 _FORWARDED_HEADERS = ("Content-Type", "Content-Encoding", "X-Moesif-Application-Id")
 
 
@@ -54,9 +56,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._forward(raw)
             return
         body = gzip.decompress(raw) if self.headers.get("Content-Encoding") == "gzip" else raw
-        if urlsplit(self.path).path in ("/v1/events", "/v1/events/batch") and body:
+        path = urlsplit(self.path).path
+        if path in ("/v1/events", "/v1/events/batch", *_COMPANIES) and body:
             payload = json.loads(body)
-            self.server.add(payload if isinstance(payload, list) else [payload])
+            records = payload if isinstance(payload, list) else [payload]
+            if path in _COMPANIES:
+                self.server.companies.extend(records)
+            else:
+                self.server.add(records)
         self._answer(b"{}")
 
     def _forward(self, body: bytes) -> None:
@@ -86,6 +93,7 @@ class EventSink(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         self.collector_url = collector_url
+        self.companies: list[dict[str, Any]] = []
         self._events: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         threading.Thread(target=self.serve_forever, name="event-sink", daemon=True).start()

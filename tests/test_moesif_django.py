@@ -174,3 +174,6 @@ def test_update_user_and_company_like_moesifdjango(
         assert not middleware.update_user({"metadata": {}})  # no user_id: logged, not raised
     assert profile_ids(collector, app_id, moesif_sink) == {"12345", "678", "910"}
     assert collector.get_user(app_id, "12345")["metadata"] == {"plan": "pro"}  # type: ignore[index]
+    companies = {company["company_id"]: company for company in moesif_sink.companies}
+    assert companies["67890"]["company_domain"] == "acme.com"
+    assert "c2" in companies
