@@ -14,7 +14,9 @@ in Django, the dict given to the WSGI or ASGI middleware) and hooks written for 
   package derives it for its events (:mod:`.moesif_ids`), so profiles and events share
   ids. ``IDENTIFY_USER`` returning nothing falls back to it, as there;
 - ``LOCAL_DEBUG`` (Django) / ``DEBUG``: debug logging for this library's logger;
-- ``STRICT`` and ``ENABLED``: this library's own keys (Moesif's middleware ignores them).
+- in Django, ``STRICT`` and ``ENABLED``: this library's own keys (Moesif's middleware
+  ignores them); the WSGI and ASGI adapters take ``strict=`` and ``enabled=`` keyword
+  arguments beside ``moesif_settings=`` instead.
 
 Every other key concerns event capture only (``LOG_BODY``, masks, ``BATCH_SIZE`` of
 events, ``CAPTURE_OUTGOING_REQUESTS``...) and is ignored, listed at DEBUG level.
@@ -128,7 +130,7 @@ USED_KEYS: frozenset[str] = frozenset(
         "LOCAL_DEBUG",
         "DEBUG",
         *HOOK_KEYS,
-        *_OWN_KEYS,
+        *_OWN_KEYS,  # Django only
     }
 )
 
@@ -225,11 +227,11 @@ def _translate(settings: object, flavor: Flavor, source: str, app: object) -> _T
     labels["base_url"] = label(base_key)
     if base_uri is not None:
         options["base_url"] = _checked_url(base_uri, label(base_key))
-    for key, name in _OWN_KEYS.items():
-        if key in settings:
-            options[name] = settings[key]
-        if key in settings or flavor is FLAVORS["django"]:  # Django has no keyword options
+    if flavor is FLAVORS["django"]:  # the only way to set them there
+        for key, name in _OWN_KEYS.items():
             labels[name] = label(key)
+            if key in settings:
+                options[name] = settings[key]
     for key, name in HOOK_KEYS.items():
         labels[name] = label(key)
         hook = _hook(settings.get(key), key, label(key), flavor)

@@ -82,7 +82,8 @@ class ProfileMethods:
             _log.warning(
                 f"{method}:off",
                 "moesif_users_middleware: %s: capture is off (see the configuration message "
-                "logged at startup): the profile was not sent",
+                "logged at startup; a Flask extension on several apps needs an app context): "
+                "the profile was not sent",
                 method,
             )
             return False
