@@ -97,7 +97,8 @@ print(f"import isolation: {len(names)} core modules import no framework")
 VERSIONS = """
 from importlib.metadata import PackageNotFoundError, version
 
-names = ["django", "flask", "werkzeug", "starlette", "fastapi", "uvicorn", "httpx", "gunicorn"]
+names = ["django", "flask", "werkzeug", "starlette", "fastapi", "uvicorn", "httpx", "gunicorn",
+         "moesifdjango", "moesifwsgi", "moesifasgi"]
 found = []
 for name in names:
     try:

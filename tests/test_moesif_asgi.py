@@ -18,18 +18,18 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("moesifasgi")
 
-from moesif_peers import EventSink, loopback_only  # noqa: E402
-from moesif_tokens import basic, bearer_jwt  # noqa: E402
-from moesifasgi import MoesifMiddleware  # noqa: E402
-from servers import CollectorHandle  # noqa: E402
-from starlette.applications import Starlette  # noqa: E402
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import PlainTextResponse  # noqa: E402
-from starlette.routing import Route  # noqa: E402
-from starlette.testclient import TestClient  # noqa: E402
+from moesif_peers import EventSink, loopback_only
+from moesif_tokens import basic, bearer_jwt
+from moesifasgi import MoesifMiddleware
+from servers import CollectorHandle
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
 
-from moesif_users_middleware.sender import _reset_senders_for_tests, get_sender  # noqa: E402
-from moesif_users_middleware.starlette import MoesifUsersMiddleware  # noqa: E402
+from moesif_users_middleware.sender import _reset_senders_for_tests, get_sender
+from moesif_users_middleware.starlette import MoesifUsersMiddleware
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -20,9 +20,9 @@ import pytest
 pytest.importorskip("django")
 pytest.importorskip("moesifdjango")
 
-from moesif_peers import EventSink, loopback_only  # noqa: E402
-from moesif_tokens import basic, bearer_jwt  # noqa: E402
-from servers import CollectorHandle  # noqa: E402
+from moesif_peers import EventSink, loopback_only
+from moesif_tokens import basic, bearer_jwt
+from servers import CollectorHandle
 
 django_settings.configure()
 

@@ -61,7 +61,9 @@ claim_values = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
-claims = st.dictionaries(st.sampled_from(["sub", "Sub", "userid", "UserId", "id", "x"]), claim_values)
+claims = st.dictionaries(
+    st.sampled_from(["sub", "Sub", "userid", "UserId", "id", "x"]), claim_values
+)
 
 
 @st.composite
@@ -101,7 +103,14 @@ def header_value(draw: st.DrawFn) -> str:
 
 
 header_names = st.sampled_from(
-    [None, "authorization", "X-Token, Authorization", "x-api-key,x-token", "x_token", "Content-Type"]
+    [
+        None,
+        "authorization",
+        "X-Token, Authorization",
+        "x-api-key,x-token",
+        "x_token",
+        "Content-Type",
+    ]
 )
 fields = st.sampled_from([None, "sub", "UserId", "ID"])
 request_headers = st.dictionaries(
@@ -175,9 +184,7 @@ def environ_for(headers: dict[str, str]) -> dict[str, Any]:
     return environ
 
 
-COMMON = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+COMMON = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 JWT = "Bearer " + "eyJhbGciOiJIUzI1NiJ9." + b64(b'{"sub": "jwt-user"}', False, False) + ".sig"
 
 

@@ -18,15 +18,14 @@ import pytest
 pytest.importorskip("werkzeug")
 pytest.importorskip("moesifwsgi")
 
-from moesif_peers import EventSink, loopback_only  # noqa: E402
-from moesif_tokens import basic, bearer_jwt  # noqa: E402
-from moesifwsgi import MoesifMiddleware  # noqa: E402
-from servers import CollectorHandle  # noqa: E402
-from werkzeug.test import Client  # noqa: E402
+from moesif_peers import EventSink, loopback_only
+from moesif_tokens import basic, bearer_jwt
+from moesifwsgi import MoesifMiddleware
+from servers import CollectorHandle
+from werkzeug.test import Client
 
-from moesif_users_middleware.sender import _reset_senders_for_tests, get_sender  # noqa: E402
-from moesif_users_middleware.wsgi import MoesifUsersMiddleware  # noqa: E402
-
+from moesif_users_middleware.sender import _reset_senders_for_tests, get_sender
+from moesif_users_middleware.wsgi import MoesifUsersMiddleware
 
 PEER = {"REMOTE_ADDR": "127.0.0.1"}  # werkzeug's test client leaves it out
 
