@@ -8,7 +8,12 @@ with a minimal ``receive``/``send`` (no test client, no sockets), in four varian
   get_metadata, skip) and the defaults for token, IP, user agent and campaign;
 - ``moesifasgi``: + Moesif's ``MoesifMiddleware`` with the same four hooks (skipped with a
   message when the package is not installed; it is not a dependency of this project);
-- ``basehttp``: + a no-op ``BaseHTTPMiddleware`` (a reference point).
+- ``basehttp``: + a no-op ``BaseHTTPMiddleware`` (a reference point);
+- ``moesif_settings``: + ``MoesifUsersMiddleware(moesif_settings=...)`` reading
+  moesifasgi's settings dict (the same four hooks): the drop-in path, alone;
+
+and, in a second table, moesifasgi alone against moesifasgi + ours reading its settings
+(``moesif_settings=``): what ours adds side by side with Moesif's middleware.
 
 Both libraries send to a loopback sink that answers at once, so their background threads
 run as in production. Variants are interleaved round by round; the added cost is the
@@ -69,6 +74,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -76,6 +82,9 @@ from moesif_users_middleware.sender import get_sender
 from moesif_users_middleware.starlette import MoesifUsersMiddleware
 
 APPLICATION_ID = "bench-application-id"
+# Each drop-in variant has its own sender (one per application id), as one app would.
+COMPAT_ID = "bench-compat"
+SIDE_ID = "bench-side-by-side"
 TARGET_ADDED_US = 15.0
 TARGET_RATIO = 10.0
 
@@ -125,12 +134,28 @@ class NoOp(BaseHTTPMiddleware):
         return await call_next(request)
 
 
-def build_apps(
-    make_app: Callable[[], Starlette], sink: str, traffic: str, with_peer: bool
-) -> dict[str, tuple[Role, Starlette]]:
-    """Variant name -> (its role, the app)."""
+class PassThrough:
+    """A pure ASGI middleware that wraps ``send`` and does nothing else."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_wrapper(message: Message) -> None:
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
+# Variant name -> (its role, the app, whether it is in the side-by-side table, the
+# application id of our sender in it, to flush, or None).
+Apps = dict[str, tuple[Role, Starlette, bool, str | None]]
+
+
+def build_apps(make_app: Callable[[], Starlette], sink: str, traffic: str, with_peer: bool) -> Apps:
+    """The variants of one framework."""
     metadata = get_metadata_seq if traffic == "changing" else get_metadata
-    apps: dict[str, tuple[Role, Starlette]] = {"bare app": ("bare", make_app())}
+    apps: Apps = {"bare app": ("bare", make_app(), False, None)}
 
     ours = make_app()
     ours.add_middleware(
@@ -142,36 +167,53 @@ def build_apps(
         get_metadata=metadata,
         skip=skip,
     )
-    apps["+ moesif_users_middleware (4 hooks)"] = ("ours", ours)
+    apps["+ moesif_users_middleware (4 hooks)"] = ("ours", ours, False, APPLICATION_ID)
 
     if with_peer:
         # Not a dependency of this project (and untyped): imported only when measured.
         moesif_middleware = importlib.import_module("moesifasgi").MoesifMiddleware
-        theirs = make_app()
-        theirs.add_middleware(
-            moesif_middleware,
-            settings={
-                "APPLICATION_ID": APPLICATION_ID,
+
+        def settings(application_id: str) -> dict[str, Any]:
+            return {
+                "APPLICATION_ID": application_id,
                 "BASE_URI": sink,
                 "IDENTIFY_USER": identify_user,
                 "IDENTIFY_COMPANY": identify_company,
                 "GET_METADATA": metadata,
                 "SKIP": skip,
-            },
-        )
-        apps["+ moesifasgi (4 hooks)"] = ("theirs", theirs)
+            }
+
+        theirs = make_app()
+        theirs.add_middleware(moesif_middleware, settings=settings(APPLICATION_ID))
+        apps["+ moesifasgi (4 hooks)"] = ("theirs", theirs, False, None)
+        compat = make_app()
+        compat.add_middleware(MoesifUsersMiddleware, moesif_settings=settings(COMPAT_ID))
+        apps["+ ours (moesif_settings=, 4 hooks)"] = ("reference", compat, False, COMPAT_ID)
+        # The second table: moesifasgi alone, then with ours beside it, one dict for both.
+        alone = make_app()
+        alone.add_middleware(moesif_middleware, settings=settings(SIDE_ID))
+        apps["moesifasgi alone"] = ("bare", alone, True, None)
+        both = make_app()
+        both.add_middleware(MoesifUsersMiddleware, moesif_settings=settings(SIDE_ID))
+        both.add_middleware(moesif_middleware, settings=settings(SIDE_ID))
+        apps["moesifasgi + ours (moesif_settings=)"] = ("ours", both, True, SIDE_ID)
+        # The floor there: any pure ASGI layer under BaseHTTPMiddleware costs this much.
+        floor = make_app()
+        floor.add_middleware(PassThrough)
+        floor.add_middleware(moesif_middleware, settings=settings(SIDE_ID))
+        apps["moesifasgi + no-op pure ASGI middleware"] = ("reference", floor, True, None)
 
     basehttp = make_app()
     basehttp.add_middleware(NoOp)
-    apps["+ no-op BaseHTTPMiddleware"] = ("reference", basehttp)
+    apps["+ no-op BaseHTTPMiddleware"] = ("reference", basehttp, False, None)
     return apps
 
 
-def flush_ours(sink_url: str) -> Callable[[], None]:
+def flush_ours(sink_url: str, application_id: str) -> Callable[[], None]:
     """Our captures finish in the sender's thread: make that (and the send) happen now."""
 
     def flush() -> None:
-        if not get_sender(application_id=APPLICATION_ID, base_url=sink_url).flush(10):
+        if not get_sender(application_id=application_id, base_url=sink_url).flush(10):
             raise RuntimeError("our sender could not deliver to the sink")
 
     return flush
@@ -213,24 +255,29 @@ def run_framework(name: str, requests: int, rounds: int, traffic: str, as_json: 
     loop = asyncio.new_event_loop()
     try:
         scopes = asgi_scopes()
-        variants = [
-            Variant(
-                label,
-                name,
-                role,
-                asgi_runner(app, scopes, traffic, loop),
-                flush_ours(sink.url) if role == "ours" else None,
-            )
-            for label, (role, app) in build_apps(
-                FRAMEWORKS[name], sink.url, traffic, with_peer
-            ).items()
-        ]
+        variants = []
+        apps = build_apps(FRAMEWORKS[name], sink.url, traffic, with_peer)
+        for label, (role, app, side, application_id) in apps.items():
+            group = f"{name}-side" if side else name
+            settle = None if application_id is None else flush_ours(sink.url, application_id)
+            runner = asgi_runner(app, scopes, traffic, loop)
+            variants.append(Variant(label, group, role, runner, settle))
         samples = measure(variants, requests, rounds)
         summary = summarize(variants, samples)
-        print_tables(summary, {name: TITLES[name]})
+        titles = {name: TITLES[name], f"{name}-side": f"{TITLES[name]}, side by side"}
+        print_tables(summary, titles)
         group = summary[name]
         ours = next(v for v in variants if v.role == "ours").name
         met = verdicts(group["theirs_over_ours"], group["variants"][ours]["thread"]["added_us"])
+        if with_peer:
+            side = summary[f"{name}-side"]["variants"]["moesifasgi + ours (moesif_settings=)"]
+            added = side["thread"]["added_us"]
+            met &= added <= TARGET_ADDED_US
+            print(
+                f"  ours beside moesifasgi (moesif_settings=) adds {added:.1f} µs thread CPU "
+                f"(target ≤ {TARGET_ADDED_US:.0f} µs): "
+                f"{'PASS' if added <= TARGET_ADDED_US else 'FAIL'}"
+            )
         sender = get_sender(application_id=APPLICATION_ID, base_url=sink.url)
         print(f"  our sender: {sender.stats()}")
         print(f"  {sink.describe()}")

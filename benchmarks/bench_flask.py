@@ -7,7 +7,11 @@ Six WSGI callables built in one process:
   ``MoesifMiddleware`` around ``app.wsgi_app`` (the same four hooks, in its signature);
 - a hello-world plain WSGI function: bare, inside ``moesif_users_middleware.wsgi``'s
   ``MoesifUsersMiddleware`` (the same four hooks reading the WSGI environ, which is what
-  that middleware hands hooks), and inside ``MoesifMiddleware``.
+  that middleware hands hooks), and inside ``MoesifMiddleware``;
+- with ``moesifwsgi`` installed, both again with ``MoesifUsersMiddleware(...,
+  moesif_settings=...)`` reading moesifwsgi's settings dict (the drop-in path, its hooks
+  in moesifwsgi's signature), and, in two more tables, ``moesifwsgi`` alone against
+  ``moesifwsgi`` + ours reading the same dict: what ours adds side by side.
 
 Each is called directly with a prebuilt environ (a fresh copy per request, as a server
 makes) and a no-op ``start_response``; the body is iterated and closed, as a server
@@ -271,7 +275,64 @@ def build_variants(sink_url: str, traffic: str) -> tuple[list[Variant], bool]:
     if have_theirs:
         middleware = MoesifMiddleware(wsgi_hello, theirs)
         variants.append(variant("wsgi + moesifwsgi", "theirs", middleware, drainer(middleware)))
+        variants += drop_in_variants(sink_url, traffic, variant)
     return variants, have_theirs
+
+
+def drop_in_variants(sink_url: str, traffic: str, variant: Callable[..., Variant]) -> list[Variant]:
+    """Ours reading moesifwsgi's settings: alone, and beside moesifwsgi (tables ``*-side``)."""
+    from moesifwsgi import MoesifMiddleware
+
+    def settings(application_id: str) -> dict[str, Any]:
+        # One application id (so one sender of ours) per variant.
+        return {"APPLICATION_ID": application_id, "BASE_URI": sink_url, **their_hooks(traffic)}
+
+    def both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+        return lambda: (first(), second())[1]
+
+    compat = flask_app()
+    compat.wsgi_app = MoesifUsersMiddleware(  # type: ignore[method-assign]
+        compat.wsgi_app, moesif_settings=settings("bench-flask-compat")
+    )
+    found = [
+        variant(
+            "flask + MoesifUsersMiddleware(moesif_settings=)",
+            "reference",
+            compat,
+            flusher("bench-flask-compat", sink_url),
+        ),
+        variant(
+            "wsgi + MoesifUsersMiddleware(moesif_settings=)",
+            "reference",
+            MoesifUsersMiddleware(wsgi_hello, moesif_settings=settings("bench-wsgi-compat")),
+            flusher("bench-wsgi-compat", sink_url),
+        ),
+    ]
+    environs = wsgi_environs()
+    for group, make in (("flask", lambda: flask_app().wsgi_app), ("wsgi", lambda: wsgi_hello)):
+        alone = MoesifMiddleware(make(), settings(f"bench-{group}-alone"))
+        found.append(
+            Variant(
+                f"{group} + moesifwsgi alone",
+                f"{group}-side",
+                "bare",
+                wsgi_runner(alone, environs, traffic),
+                drainer(alone),
+            )
+        )
+        side_id = f"bench-{group}-side"
+        inner = MoesifUsersMiddleware(make(), moesif_settings=settings(side_id))
+        outer = MoesifMiddleware(inner, settings(side_id))
+        found.append(
+            Variant(
+                f"{group} + moesifwsgi + ours (moesif_settings=)",
+                f"{group}-side",
+                "ours",
+                wsgi_runner(outer, environs, traffic),
+                both(drainer(outer), flusher(side_id, sink_url)),
+            )
+        )
+    return found
 
 
 def main() -> None:
@@ -297,7 +358,9 @@ def main() -> None:
     print(f"Python {sys.version.split()[0]}")
     print(traffic_line(args.traffic, args.requests, args.rounds))
     summary = summarize(variants, samples)
-    print_tables(summary, {"flask": "Flask", "wsgi": "plain WSGI"})
+    titles = {"flask": "Flask", "wsgi": "plain WSGI"}
+    titles.update({f"{key}-side": f"{title}, side by side" for key, title in titles.items()})
+    print_tables(summary, titles)
     print(sink.describe())
     if args.json:
         meta = {"traffic": args.traffic, "requests": args.requests, "rounds": args.rounds}

@@ -316,77 +316,67 @@ def _written_for(hook: Hook, params: tuple[str, ...]) -> tuple[str, tuple[str, .
 def _adapted(hook: Hook, key: str, flavor: Flavor, app: object) -> Hook:
     """``hook`` as this library calls hooks, ``hook(request, response)``, with Moesif's rules."""
     if flavor is FLAVORS["wsgi"]:
-        return _Named(_wsgi_hook(hook, key, app), hook)
+        if key == "IDENTIFY_USER":
+            return _WsgiIdentifyUser(hook, app)
+        return (_WsgiWithHeaders if key == "IDENTIFY_COMPANY" else _WsgiEnvironOnly)(hook, app)
     if key != "IDENTIFY_USER":
         return hook  # called as Moesif calls it
-    if is_async_hook(hook):
-        return _AsyncNamed(partial(_aidentify_user, hook), hook)
-    return _Named(partial(_identify_user, hook), hook)
+    return (_AsyncIdentifyUser if is_async_hook(hook) else _IdentifyUser)(hook, app)
 
 
-def _identify_user(hook: Hook, request: Any, response: Any) -> Any:
-    """A user id, or UNSET (the default id) when the hook returns nothing, as in Moesif."""
-    user_id = hook(request, response)
-    return user_id if user_id else UNSET
+class _Adapted:
+    """A Moesif hook adapted to ``(request, response)``, named as the user's hook in messages.
+
+    ``IDENTIFY_USER`` returning nothing gives ``UNSET``: the default id then, as in Moesif.
+    """
+
+    __module__ = ""  # hook_label() then shows the __qualname__ given: the user's hook's
+
+    def __init__(self, hook: Callable[..., Any], app: object) -> None:
+        self._hook = hook
+        self._app = app  # what moesifwsgi's hooks get first
+        self.__qualname__ = hook_label(hook)
+        self._label = f"identify_user hook ({self.__qualname__})"
 
 
-async def _aidentify_user(hook: Hook, request: Any, response: Any) -> Any:
-    user_id = hook(request, response)
-    if inspect.isawaitable(user_id):
-        user_id = await user_id
-    return user_id if user_id else UNSET
+class _IdentifyUser(_Adapted):
+    def __call__(self, request: Any, response: Any) -> Any:
+        user_id = self._hook(request, response)
+        return user_id if user_id else UNSET
 
 
-def _wsgi_hook(hook: Hook, key: str, app: object) -> Hook:
-    if key == "IDENTIFY_USER":
-        return partial(_wsgi_identify_user, hook, app, f"identify_user hook ({hook_label(hook)})")
-    if key == "IDENTIFY_COMPANY":
-        return partial(_wsgi_with_headers, hook, app)
-    return partial(_wsgi_environ_only, hook, app)
+class _AsyncIdentifyUser(_Adapted):
+    async def __call__(self, request: Any, response: Any) -> Any:
+        user_id = self._hook(request, response)
+        if inspect.isawaitable(user_id):
+            user_id = await user_id
+        return user_id if user_id else UNSET
 
 
-def _wsgi_identify_user(hook: Hook, app: object, label: str, environ: Any, response: Any) -> Any:
-    """moesifwsgi logs a failing IDENTIFY_USER and falls back to the headers: so does this."""
-    try:
-        user_id = hook(app, environ, _header_dict(response))  # type: ignore[call-arg]
-    except Exception as exc:
-        report("hook_errors", label, "raised", f"raised {describe(exc)}")
-        return UNSET
-    return user_id if user_id else UNSET
+class _WsgiIdentifyUser(_Adapted):
+    def __call__(self, environ: Any, response: Any) -> Any:
+        try:
+            user_id = self._hook(self._app, environ, _header_dict(response))
+        except Exception as exc:  # moesifwsgi logs it and falls back to the headers: so does this
+            report("hook_errors", self._label, "raised", f"raised {describe(exc)}")
+            return UNSET
+        return user_id if user_id else UNSET
 
 
-def _wsgi_with_headers(hook: Hook, app: object, environ: Any, response: Any) -> Any:
-    return hook(app, environ, _header_dict(response))  # type: ignore[call-arg]
+class _WsgiWithHeaders(_Adapted):
+    def __call__(self, environ: Any, response: Any) -> Any:
+        return self._hook(self._app, environ, _header_dict(response))
 
 
-def _wsgi_environ_only(hook: Hook, app: object, environ: Any, response: Any) -> Any:
-    return hook(app, environ)
+class _WsgiEnvironOnly(_Adapted):
+    def __call__(self, environ: Any, response: Any) -> Any:
+        return self._hook(self._app, environ)
 
 
 def _header_dict(response: Any) -> dict[str, str]:
     """The response headers as moesifwsgi hands them to hooks: a dict, the last value wins."""
     headers = getattr(response, "headers", None) or ()
     return dict(headers)
-
-
-class _Named:
-    """A hook adapted to ``(request, response)``, named as the user's hook in messages."""
-
-    __module__ = ""  # hook_label() then shows the __qualname__ given, the user's hook's
-
-    def __init__(self, call: Callable[[Any, Any], Any], hook: Hook) -> None:
-        self._call = call
-        self.__qualname__ = hook_label(hook)
-
-    def __call__(self, request: Any, response: Any) -> Any:
-        return self._call(request, response)
-
-
-class _AsyncNamed(_Named):
-    """The same for an ``async def`` hook (so the adapters await it)."""
-
-    async def __call__(self, request: Any, response: Any) -> Any:
-        return await self._call(request, response)
 
 
 def _signature(hook: Hook) -> str:
