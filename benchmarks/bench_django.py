@@ -3,7 +3,10 @@
 A hello-world Django view behind three WSGI handlers built in one process: no
 middleware, ``MoesifUsersMiddleware`` with four hooks (``IDENTIFY_USER``,
 ``IDENTIFY_COMPANY``, ``GET_METADATA``, ``SKIP``), and ``moesifdjango``'s middleware with
-the same four hooks. Each handler is called directly with a prebuilt environ (a fresh
+the same four hooks; with ``moesifdjango`` installed, also ``MoesifUsersMiddleware`` reading
+``MOESIF_MIDDLEWARE`` (no ``MOESIF_USERS``: the drop-in path) and, in a second table,
+``moesifdjango`` alone against ``moesifdjango`` + ours reading the same
+``MOESIF_MIDDLEWARE``: what ours adds side by side. Each handler is called directly with a prebuilt environ (a fresh
 copy per request) and a no-op ``start_response``, the way a WSGI server calls it; the
 three are measured in turn, round after round, so they share the machine's noise. Both
 middlewares send to a local HTTP sink that answers 200 at once. Traffic rotates through
@@ -115,18 +118,31 @@ def hooks(traffic: str) -> dict[str, Any]:
 
 
 # --- the handlers ------------------------------------------------------------------------------
-def build_handler(middleware: list[str]) -> Callable[..., Iterable[bytes]]:
+def build_handler(
+    middleware: list[str], moesif_middleware_id: str | None = None
+) -> Callable[..., Iterable[bytes]]:
+    """A WSGI handler with ``middleware``; with ``moesif_middleware_id``, ours reads
+    ``MOESIF_MIDDLEWARE`` (with that application id) instead of ``MOESIF_USERS``."""
     from django.core.handlers.wsgi import WSGIHandler
 
-    settings.MIDDLEWARE = middleware  # read once, when the handler loads its middleware
-    return WSGIHandler()
+    # Read once, when the handler loads its middleware.
+    settings.MIDDLEWARE = middleware
+    if moesif_middleware_id is None:
+        return WSGIHandler()
+    ours, theirs = settings.MOESIF_USERS, settings.MOESIF_MIDDLEWARE
+    settings.MOESIF_USERS = None
+    settings.MOESIF_MIDDLEWARE = {**theirs, "APPLICATION_ID": moesif_middleware_id}
+    try:
+        return WSGIHandler()
+    finally:
+        settings.MOESIF_USERS, settings.MOESIF_MIDDLEWARE = ours, theirs
 
 
-def flush_ours(sink_url: str) -> Callable[[], None]:
+def flush_ours(sink_url: str, application_id: str = APPLICATION_ID) -> Callable[[], None]:
     """Our captures finish in the sender's thread: make that (and the send) happen now."""
 
     def flush() -> None:
-        if not get_sender(application_id=APPLICATION_ID, base_url=sink_url).flush(10):
+        if not get_sender(application_id=application_id, base_url=sink_url).flush(10):
             raise RuntimeError("our sender could not deliver to the sink")
 
     return flush
@@ -177,6 +193,34 @@ def main() -> None:
     have_theirs = importlib.util.find_spec("moesifdjango") is not None
     if have_theirs:
         variants.append(variant("+ moesifdjango", "theirs", [THEIRS]))
+        # The drop-in path, alone and beside moesifdjango (one sender of ours each).
+        compat = build_handler([OURS], "bench-compat")
+        variants.append(
+            Variant(
+                "+ ours (MOESIF_MIDDLEWARE)",
+                "django",
+                "reference",
+                wsgi_runner(compat, environs, args.traffic),
+                flush_ours(sink.url, "bench-compat"),
+            )
+        )
+        alone = build_handler([THEIRS], "bench-side")
+        both = build_handler([THEIRS, OURS], "bench-side")
+        variants += [
+            Variant(
+                "moesifdjango alone",
+                "django-side",
+                "bare",
+                wsgi_runner(alone, environs, args.traffic),
+            ),
+            Variant(
+                "moesifdjango + ours (MOESIF_MIDDLEWARE)",
+                "django-side",
+                "ours",
+                wsgi_runner(both, environs, args.traffic),
+                flush_ours(sink.url, "bench-side"),
+            ),
+        ]
     else:
         print("moesifdjango is not installed: measuring ours only (pip install moesifdjango)")
 
@@ -188,7 +232,7 @@ def main() -> None:
     print(f"Python {sys.version.split()[0]}")
     print(traffic_line(args.traffic, args.requests, args.rounds))
     summary = summarize(variants, samples)
-    print_tables(summary, {"django": "Django"})
+    print_tables(summary, {"django": "Django", "django-side": "Django, side by side"})
     print(sink.describe())
     if args.json:
         meta = {"traffic": args.traffic, "requests": args.requests, "rounds": args.rounds}
