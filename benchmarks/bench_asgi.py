@@ -13,7 +13,9 @@ with a minimal ``receive``/``send`` (no test client, no sockets), in four varian
   moesifasgi's settings dict (the same four hooks): the drop-in path, alone;
 
 and, in a second table, moesifasgi alone against moesifasgi + ours reading its settings
-(``moesif_settings=``): what ours adds side by side with Moesif's middleware.
+(``moesif_settings=``): what ours adds side by side with Moesif's middleware. A
+yardstick in both tables, the same fixed plain-Python work after each response, shows
+how much slower any code runs right after moesifasgi's ~400 µs of work (cold caches).
 
 Both libraries send to a loopback sink that answers at once, so their background threads
 run as in production. Variants are interleaved round by round; the added cost is the
@@ -147,6 +149,24 @@ class PassThrough:
         await self.app(scope, receive, send_wrapper)
 
 
+class FixedWork(PassThrough):
+    """After each response, the same plain Python work (dicts, tuples, hashing) every time.
+
+    A yardstick: what it adds alone and what it adds beside moesifasgi tell how much
+    slower any code runs right after moesifasgi's work (caches it left cold).
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+        if scope["type"] == "http":
+            headers = {name.decode(): value.decode() for name, value in scope["headers"]}
+            shapes = [(name.upper(), len(value)) for name, value in headers.items()]
+            total = 0
+            for number in range(60):
+                total += hash((number, shapes[number % len(shapes)]))
+            scope["state"]["fixed_work"] = total
+
+
 # Variant name -> (its role, the app, whether it is in the side-by-side table, the
 # application id of our sender in it, to flush, or None).
 Apps = dict[str, tuple[Role, Starlette, bool, str | None]]
@@ -202,6 +222,13 @@ def build_apps(make_app: Callable[[], Starlette], sink: str, traffic: str, with_
         floor.add_middleware(PassThrough)
         floor.add_middleware(moesif_middleware, settings=settings(SIDE_ID))
         apps["moesifasgi + no-op pure ASGI middleware"] = ("reference", floor, True, None)
+        fixed = make_app()
+        fixed.add_middleware(FixedWork)
+        apps["+ fixed Python work (yardstick)"] = ("reference", fixed, False, None)
+        fixed = make_app()
+        fixed.add_middleware(FixedWork)
+        fixed.add_middleware(moesif_middleware, settings=settings(SIDE_ID))
+        apps["moesifasgi + fixed Python work (yardstick)"] = ("reference", fixed, True, None)
 
     basehttp = make_app()
     basehttp.add_middleware(NoOp)

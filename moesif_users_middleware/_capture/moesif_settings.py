@@ -13,7 +13,8 @@ in Django, the dict given to the WSGI or ASGI middleware) and hooks written for 
   ``REQUEST_HEADER_MASKS``: they decide the default user id, derived exactly as that
   package derives it for its events (:mod:`.moesif_ids`), so profiles and events share
   ids. ``IDENTIFY_USER`` returning nothing falls back to it, as there;
-- ``LOCAL_DEBUG`` (Django) / ``DEBUG``: debug logging for this library's logger;
+- ``LOCAL_DEBUG`` (Django; ``DEBUG`` there too) / ``DEBUG``: debug logging for this
+  library's logger;
 - in Django, ``STRICT`` and ``ENABLED``: this library's own keys (Moesif's middleware
   ignores them); the WSGI and ASGI adapters take ``strict=`` and ``enabled=`` keyword
   arguments beside ``moesif_settings=`` instead.
@@ -83,7 +84,7 @@ class Flavor:
 
     package: str
     adapter: str  # this library's adapter taking its settings, for messages
-    debug_key: str
+    debug_keys: tuple[str, ...]  # any of them true turns on debug logging
     base_uri_keys: tuple[str, ...]  # read in order, the first non-empty one wins
     params: Mapping[str, tuple[str, ...]]  # hook key -> the arguments it is called with
 
@@ -92,14 +93,14 @@ FLAVORS: dict[str, Flavor] = {
     "django": Flavor(
         "moesifdjango",
         "the Django middleware",
-        "LOCAL_DEBUG",
+        ("LOCAL_DEBUG", "DEBUG"),
         ("BASE_URI", "LOCAL_MOESIF_BASEURL"),
         dict.fromkeys(HOOK_KEYS, _REQUEST_RESPONSE),
     ),
     "wsgi": Flavor(
         "moesifwsgi",
         "the plain WSGI middleware",
-        "DEBUG",
+        ("DEBUG",),
         ("BASE_URI", "LOCAL_MOESIF_BASEURL"),
         {
             "IDENTIFY_USER": _APP_ENVIRON_HEADERS,
@@ -112,7 +113,7 @@ FLAVORS: dict[str, Flavor] = {
     "asgi": Flavor(
         "moesifasgi",
         "the Starlette/FastAPI middleware",
-        "DEBUG",
+        ("DEBUG",),
         ("BASE_URI",),
         dict.fromkeys(HOOK_KEYS, _REQUEST_RESPONSE),
     ),
@@ -241,7 +242,7 @@ def _translate(settings: object, flavor: Flavor, source: str, app: object) -> _T
         options=options,
         labels=labels,
         default_user_id=_default_user_id(settings, flavor, label),
-        debug=bool(settings.get(flavor.debug_key)),
+        debug=any(settings.get(key) for key in flavor.debug_keys),
         ignored=tuple(sorted(str(key) for key in settings if key not in USED_KEYS)),
     )
 
