@@ -88,8 +88,9 @@ def make(collector: CollectorHandle, app_id: str) -> Iterator[Callable[..., Any]
 def moesif_sink(collector: CollectorHandle) -> Iterator[Any]:
     """A loopback stand-in for Moesif's API for their middlewares (see ``moesif_peers``):
     it keeps their events and passes user and company requests on to the collector."""
-    from moesif_peers import EventSink
+    from moesif_peers import EventSink, stop_background_jobs
 
     sink = EventSink(collector.url)
     yield sink
+    stop_background_jobs()
     sink.stop()

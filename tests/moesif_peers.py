@@ -13,14 +13,18 @@ sink for their events and a guard that keeps every connection on this machine.
   theirs can reach the internet whatever their defaults.
 - :func:`point_at`: sets ``moesifapi``'s process-wide base URI to the sink, so their
   background jobs started by earlier tests talk to a sink too.
+- :func:`stop_background_jobs`: stops the schedulers their middlewares started, which
+  would otherwise keep firing (and logging errors) while the interpreter exits.
 """
 
 from __future__ import annotations
 
+import gc
 import gzip
 import ipaddress
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +35,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-__all__ = ["EventSink", "loopback_only", "point_at"]
+__all__ = ["EventSink", "loopback_only", "point_at", "stop_background_jobs"]
 
 
 _FORWARDED = ("/v1/users",)
@@ -130,6 +134,18 @@ def point_at(url: str) -> None:
     from moesifapi.configuration import Configuration
 
     Configuration.BASE_URI = url
+
+
+def stop_background_jobs() -> None:
+    """Shut down every running APScheduler scheduler (theirs start several, never stopped)."""
+    module = sys.modules.get("apscheduler.schedulers.base")
+    if module is None:
+        return
+    for candidate in gc.get_objects():
+        # type(), not isinstance(): the latter would evaluate Django's lazy objects.
+        if issubclass(type(candidate), module.BaseScheduler) and candidate.running:
+            candidate.remove_all_jobs()  # first, so none is submitted while it shuts down
+            candidate.shutdown(wait=False)
 
 
 def _loopback(host: object) -> bool:
