@@ -231,6 +231,7 @@ def call_flask(app: Any, user: str, company: str, agent: str = "cli/1") -> None:
         "/hello?utm_source=ads",
         headers={"X-User": user, "X-Company": company, "User-Agent": agent, "X-Api-Key": "key-1"},
         environ_base={"REMOTE_ADDR": "198.51.100.7"},
+        buffered=True,
     )
     assert response.status_code == 200
 
@@ -366,7 +367,7 @@ def test_plain_wsgi_request_updates_its_company(app_id: str, collector: Collecto
         get_company_metadata=lambda environ, response: {"status": response.status_code},
     )
     client = werkzeug_test.Client(wrapped)
-    client.get("/", headers={"X-User": "eve", "X-Company": "co-wsgi"})
+    client.get("/", headers={"X-User": "eve", "X-Company": "co-wsgi"}, buffered=True)
     assert get_sender(app_id, collector.url).flush(5)
     company = get_company(collector, app_id, "co-wsgi")
     assert company is not None
