@@ -157,6 +157,9 @@ def test_a_company_page_lists_its_users_and_each_links_to_the_other(
     user = collector.client.get(href_of(company, "ann"))
     assert user.status_code == 200
     assert href_of(user.text, "acme") == company_href("acme", key)
+    by_prefix = html_at(collector, "/companies/acme", partition=key[:6])  # as the filter takes
+    assert "acme.example" in by_prefix
+    assert 'Users <span class="muted">(2, newest first)' in by_prefix
     users_list = html_at(collector, "/", partition=key)
     assert href_of(users_list.split(">ann</a>")[1], "acme") == company_href("acme", key)
 
