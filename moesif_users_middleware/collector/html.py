@@ -11,26 +11,25 @@ A user's page links to its company's page, which lists the company's users.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
+from .cells import LISTINGS, MEMBER_COLUMNS, Profile, fields, table
 from .kinds import COMPANIES, USERS, Kind
 from .markup import (
     DEFAULT_LIMIT,
     TITLE,
-    UNENCODABLE,
-    campaign_line,
     clip,
+    company_href,
     document,
+    list_path,
     mask,
-    metadata_cell,
     pager,
-    pretty,
-    query,
+    profile_href,
+    profile_location,
     text,
-    time_cell,
+    user_href,
 )
 
 __all__ = [
@@ -47,9 +46,6 @@ __all__ = [
 ]
 
 _MAX_VALUE = 300  # characters of one history value
-
-Profile = Mapping[str, Any]
-Cell = Callable[[str, Profile], str]  # (partition, profile) -> <td>
 
 
 @dataclass
@@ -79,150 +75,12 @@ class CompanySection:
     limit: int = DEFAULT_LIMIT
 
 
-def list_path(kind: Kind) -> str:
-    """Where the list of ``kind`` is served."""
-    return "/" if kind is USERS else f"/{kind.name}"
-
-
-def profile_href(kind: Kind, record_id: str, partition: str = "") -> str:
-    """The URL of a profile's page (every character of the id percent-encoded)."""
-    path, params = _location(kind, record_id)
-    if partition:
-        params["partition"] = partition
-    return path + ("?" + query(params) if params else "")
-
-
-def _location(kind: Kind, record_id: str) -> tuple[str, dict[str, str]]:
-    """A profile page's path, and the query that names the id when the path cannot."""
-    base = f"/{kind.name}/"
-    if record_id in (".", ".."):  # a browser would resolve these path segments away
-        return base, {"id": record_id}
-    return base + quote(record_id, safe="", errors=UNENCODABLE), {}
-
-
-def user_href(user_id: str, partition: str = "") -> str:
-    """The URL of a user's page."""
-    return profile_href(USERS, user_id, partition)
-
-
-def company_href(company_id: str, partition: str = "") -> str:
-    """The URL of a company's page."""
-    return profile_href(COMPANIES, company_id, partition)
-
-
 # -- the list pages ------------------------------------------------------------------------
-
-
-def _id_cell(kind: Kind) -> Cell:
-    def cell(partition: str, profile: Profile) -> str:
-        record_id = str(profile.get(kind.id_field, ""))
-        link = f'<a href="{text(profile_href(kind, record_id, partition))}">{text(record_id)}</a>'
-        return f'<td class="clip" title="{text(record_id)}">{link}</td>'
-
-    return cell
-
-
-def _company_cell(partition: str, profile: Profile) -> str:
-    company = profile.get("company_id")
-    link = (
-        f'<a href="{text(company_href(str(company), partition))}">{text(company)}</a>'
-        if company
-        else ""
-    )
-    return f'<td class="clip" title="{text(company)}">{link}</td>'
-
-
-def _clipped(field: str) -> Cell:
-    return lambda partition, profile: (
-        f'<td class="clip" title="{text(profile.get(field))}">{text(profile.get(field))}</td>'
-    )
-
-
-def _partition_cell(partition: str, profile: Profile) -> str:
-    return f'<td><code title="{text(partition)}">{text(partition[:8])}</code></td>'
-
-
-def _ip_cell(partition: str, profile: Profile) -> str:
-    return f"<td>{text(profile.get('ip_address'))}</td>"
-
-
-def _campaign_cell(partition: str, profile: Profile) -> str:
-    campaign = campaign_line(profile.get("campaign"))
-    return f'<td class="clip" title="{text(campaign)}">{text(campaign)}</td>'
-
-
-def _metadata_cell(partition: str, profile: Profile) -> str:
-    return f"<td>{metadata_cell(profile.get('metadata'))}</td>"
-
-
-def _tokens_cell(partition: str, profile: Profile) -> str:
-    return f'<td class="num">{len(profile.get("session_tokens") or ())}</td>'
-
-
-def _modified_cell(partition: str, profile: Profile) -> str:
-    return time_cell(profile.get("modified_time"))
-
-
-@dataclass(frozen=True)
-class _Listing:
-    """What tells the users' list from the companies' list."""
-
-    one: str  # "profile": what the summary counts
-    many: str  # "profiles"
-    hint: str  # the search box's placeholder
-    searched: str  # what the search matches, in the summary
-    columns: tuple[tuple[str, Cell], ...]  # (header, cell) per column
-
-
-_LISTINGS = {
-    USERS.name: _Listing(
-        "profile",
-        "profiles",
-        "User id or company id prefix",
-        "user or company id",
-        (
-            ("user id", _id_cell(USERS)),
-            ("company", _company_cell),
-            ("partition", _partition_cell),
-            ("ip address", _ip_cell),
-            ("user agent", _clipped("user_agent_string")),
-            ("campaign", _campaign_cell),
-            ("metadata", _metadata_cell),
-            ("tokens", _tokens_cell),
-            ("modified (UTC)", _modified_cell),
-        ),
-    ),
-    COMPANIES.name: _Listing(
-        "company",
-        "companies",
-        "Company id or domain prefix",
-        "company id or domain",
-        (
-            ("company id", _id_cell(COMPANIES)),
-            ("domain", _clipped("company_domain")),
-            ("partition", _partition_cell),
-            ("ip address", _ip_cell),
-            ("campaign", _campaign_cell),
-            ("metadata", _metadata_cell),
-            ("tokens", _tokens_cell),
-            ("modified (UTC)", _modified_cell),
-        ),
-    ),
-}
-# A company's users, on its page: the partition and company are the page's own.
-_MEMBER_COLUMNS: tuple[tuple[str, Cell], ...] = (
-    ("user id", _id_cell(USERS)),
-    ("ip address", _ip_cell),
-    ("user agent", _clipped("user_agent_string")),
-    ("metadata", _metadata_cell),
-    ("tokens", _tokens_cell),
-    ("modified (UTC)", _modified_cell),
-)
 
 
 def render_page(view: ListView) -> str:
     """A list page: search and filter forms, a table of profiles, paging links."""
-    listing = _LISTINGS[view.kind.name]
+    listing = LISTINGS[view.kind.name]
     path = list_path(view.kind)
     pages = max(1, -(-view.matching // view.limit))
     first = (view.page - 1) * view.limit + 1
@@ -244,13 +102,13 @@ def render_page(view: ListView) -> str:
     if filters:
         summary += f' · filtered by {" and ".join(filters)} · <a href="{path}">clear filters</a>'
     params = {"q": view.search, "partition": view.partition}
-    table = _table(
+    profiles = table(
         listing.columns,
         view.rows,
         "No profiles stored yet." if not view.total else "No profiles on this page.",
     )
     content = (
-        f'{_forms(path, listing.hint, view)}<p class="summary">{summary}</p>{table}'
+        f'{_forms(path, listing.hint, view)}<p class="summary">{summary}</p>{profiles}'
         f"{pager(path, {k: v for k, v in params.items() if v}, view.page, pages, view.limit)}"
     )
     return document(TITLE, content, path)
@@ -279,23 +137,6 @@ def _forms(path: str, hint: str, view: ListView) -> str:
     )
 
 
-def _table(
-    columns: Sequence[tuple[str, Cell]], rows: Sequence[tuple[str, Profile]], empty: str
-) -> str:
-    if rows:
-        body = "".join(
-            "<tr>" + "".join(cell(partition, profile) for _, cell in columns) + "</tr>"
-            for partition, profile in rows
-        )
-    else:
-        body = f'<tr><td colspan="{len(columns)}" class="muted">{empty}</td></tr>'
-    heads = "".join(f"<th>{header}</th>" for header, _ in columns)
-    return (
-        f'<div class="scroll"><table><thead><tr>{heads}</tr></thead>'
-        f"<tbody>{body}</tbody></table></div>"
-    )
-
-
 # -- the profile pages ---------------------------------------------------------------------
 
 
@@ -307,7 +148,7 @@ def render_user(
     sections = "".join(
         _section(
             partition,
-            _fields(USERS, partition, profile),
+            fields(USERS, partition, profile),
             history,
             several=len(found) > 1,
         )
@@ -322,7 +163,7 @@ def render_company(company_id: str, found: Sequence[CompanySection]) -> str:
     sections = "".join(
         _section(
             found_in.partition,
-            _fields(COMPANIES, found_in.partition, found_in.profile)
+            fields(COMPANIES, found_in.partition, found_in.profile)
             if found_in.profile is not None
             else '<p class="muted">No company profile is stored; its users name it.</p>',
             found_in.history,
@@ -339,7 +180,7 @@ def render_not_found(record_id: str, kind: Kind = USERS) -> str:
     noun = kind.noun
     return document(
         f"Not found · {TITLE}",
-        f'<p><a href="{list_path(kind)}">← All {_LISTINGS[kind.name].many}</a></p>'
+        f'<p><a href="{list_path(kind)}">← All {LISTINGS[kind.name].many}</a></p>'
         f'<h1 class="profile">{noun.capitalize()} not found</h1>'
         f"<p>No profile is stored for {noun} id <code>{text(record_id)}</code>.</p>",
         list_path(kind),
@@ -350,61 +191,10 @@ def _profile_document(kind: Kind, record_id: str, sections: str) -> str:
     noun = kind.noun.capitalize()
     return document(
         f"{noun} {record_id} · {TITLE}",
-        f'<p><a href="{list_path(kind)}">← All {_LISTINGS[kind.name].many}</a></p>'
+        f'<p><a href="{list_path(kind)}">← All {LISTINGS[kind.name].many}</a></p>'
         f'<h1 class="profile">{noun} <code>{text(record_id)}</code></h1>{sections}',
         list_path(kind),
     )
-
-
-def _fields(kind: Kind, partition: str, profile: Profile) -> str:
-    rows = "".join(
-        f"<tr><th>{name}</th><td>{value(partition, profile)}</td></tr>"
-        for name, value in _FIELDS[kind.name]
-    )
-    return f'<table class="kv">{rows}</table>'
-
-
-def _company_link(partition: str, profile: Profile) -> str:
-    company = profile.get("company_id")
-    if not company:
-        return ""
-    return f'<a href="{text(company_href(str(company), partition))}">{text(company)}</a>'
-
-
-def _plain(field: str) -> Callable[[str, Profile], str]:
-    return lambda partition, profile: text(profile.get(field))
-
-
-def _session_tokens(partition: str, profile: Profile) -> str:
-    tokens = profile.get("session_tokens") or []
-    masked = " (" + ", ".join(mask(str(token)) for token in tokens) + ")" if tokens else ""
-    return text(f"{len(tokens)}{masked}")
-
-
-def _metadata_block(partition: str, profile: Profile) -> str:
-    metadata = profile.get("metadata")
-    return f"<pre>{text(pretty(metadata))}</pre>" if metadata else ""
-
-
-_FIELDS: dict[str, tuple[tuple[str, Callable[[str, Profile], str]], ...]] = {
-    USERS.name: (
-        ("partition", lambda partition, profile: f"<code>{text(partition)}</code>"),
-        ("company id", _company_link),
-        ("created", _plain("created_time")),
-        ("modified", _plain("modified_time")),
-        ("ip address", _plain("ip_address")),
-        ("user agent", _plain("user_agent_string")),
-        ("campaign", lambda partition, profile: text(campaign_line(profile.get("campaign")))),
-        ("session tokens", _session_tokens),
-        ("metadata", _metadata_block),
-    ),
-}
-# A company shows the same, with its domain for the company id and no user agent.
-_FIELDS[COMPANIES.name] = tuple(
-    ("company domain", _plain("company_domain")) if name == "company id" else (name, value)
-    for name, value in _FIELDS[USERS.name]
-    if name != "user agent"
-)
 
 
 def _members(company_id: str, section: CompanySection) -> str:
@@ -413,11 +203,11 @@ def _members(company_id: str, section: CompanySection) -> str:
     pages = max(1, -(-count // section.limit))
     rows = [(section.partition, user) for user in section.users]
     empty = "No users name this company." if not count else "No users on this page."
-    path, params = _location(COMPANIES, company_id)
+    path, params = profile_location(COMPANIES, company_id)
     params["partition"] = section.partition
     return (
         f'<h2>Users <span class="muted">({count:,}, newest first)</span></h2>'
-        f"{_table(_MEMBER_COLUMNS, rows, empty)}"
+        f"{table(MEMBER_COLUMNS, rows, empty)}"
         f"{pager(path, params, section.page, pages, section.limit)}"
     )
 

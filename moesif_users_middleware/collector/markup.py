@@ -1,33 +1,39 @@
-"""Building blocks of the collector's pages: the document shell, escaping, table cells
-and the pager. Every value a page shows goes through :func:`text` (HTML-escaped)."""
+"""Building blocks of the collector's pages: the document shell, links, escaping, cell
+contents and the pager. Every value a page shows goes through :func:`text` (HTML-escaped)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
 from html import escape
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
+
+from .kinds import COMPANIES, KINDS, USERS, Kind
 
 __all__ = [
     "DEFAULT_LIMIT",
     "TITLE",
     "campaign_line",
     "clip",
+    "company_href",
     "document",
+    "list_path",
     "mask",
     "metadata_cell",
     "pager",
     "pretty",
+    "profile_href",
+    "profile_location",
     "query",
     "text",
     "time_cell",
+    "user_href",
 ]
 
 TITLE = "Moesif users collector"
 DEFAULT_LIMIT = 100  # rows a page shows unless ?limit= says otherwise
 _MAX_PRETTY = 4000  # characters of metadata shown expanded
 _MAX_SUMMARY = 70  # characters of one-line metadata
-_TABS = (("/", "Users"), ("/companies", "Companies"))
 
 _STYLE = """
 *{box-sizing:border-box}
@@ -78,7 +84,9 @@ def document(title: str, content: str, tab: str = "") -> str:
     list the page belongs to, marked in the header's navigation."""
     current = ' aria-current="page"'
     tabs = "".join(
-        f'<a href="{path}"{current if path == tab else ""}>{label}</a>' for path, label in _TABS
+        f'<a href="{path}"{current if path == tab else ""}>{kind.name.capitalize()}</a>'
+        for kind in KINDS.values()
+        if (path := list_path(kind))
     )
     return (
         "<!DOCTYPE html>\n"
@@ -106,6 +114,37 @@ def pager(
     older = link(page + 1, "Older →", "next") if page < pages else ""
     where = f"Page {page:,} of {pages:,}"
     return f'<nav class="pager">{newer}<span class="muted">{where}</span>{older}</nav>'
+
+
+def list_path(kind: Kind) -> str:
+    """Where the list of ``kind`` is served."""
+    return "/" if kind is USERS else f"/{kind.name}"
+
+
+def profile_href(kind: Kind, record_id: str, partition: str = "") -> str:
+    """The URL of a profile's page (every character of the id percent-encoded)."""
+    path, params = profile_location(kind, record_id)
+    if partition:
+        params["partition"] = partition
+    return path + ("?" + query(params) if params else "")
+
+
+def profile_location(kind: Kind, record_id: str) -> tuple[str, dict[str, str]]:
+    """A profile page's path, and the query that names the id when the path cannot."""
+    base = f"/{kind.name}/"
+    if record_id in (".", ".."):  # a browser would resolve these path segments away
+        return base, {"id": record_id}
+    return base + quote(record_id, safe="", errors=UNENCODABLE), {}
+
+
+def user_href(user_id: str, partition: str = "") -> str:
+    """The URL of a user's page."""
+    return profile_href(USERS, user_id, partition)
+
+
+def company_href(company_id: str, partition: str = "") -> str:
+    """The URL of a company's page."""
+    return profile_href(COMPANIES, company_id, partition)
 
 
 # A stored value with a lone surrogate (not UTF-8) still renders; its link leads nowhere.

@@ -256,14 +256,16 @@ class Store:
     def find(
         self, record_id: str, partition: str = "", kind: Kind = USERS
     ) -> list[tuple[str, dict[str, Any]]]:
-        """(partition, profile) for ``record_id`` in ``partition``, or in every partition."""
-        sql = f"SELECT partition, profile FROM {kind.table} WHERE {kind.id_field} = ?"
-        params: tuple[str, ...] = (record_id,)
-        if partition:
-            sql += " AND partition = ?"
-            params += (partition,)
+        """(partition, profile) for ``record_id`` in the partitions whose key starts with
+        ``partition`` (a whole key selects one; "" every partition)."""
+        where, params = _filter(kind, partition, "", None)
+        joiner = " AND " if where else " WHERE "
+        sql = (
+            f"SELECT partition, profile FROM {kind.table}{where}{joiner}{kind.id_field} = ?"
+            " ORDER BY partition"
+        )
         with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY partition", params).fetchall()
+            rows = self._conn.execute(sql, (*params, record_id)).fetchall()
         return [(key, _loads(profile)) for key, profile in rows]
 
     def partitions_with_label(
