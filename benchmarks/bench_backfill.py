@@ -290,7 +290,10 @@ def main() -> None:
 def check_stored(url: str, application_id: str, kind: str, expected: int) -> None:
     """The collector holds every record sent (its stats count each kind's profiles)."""
     stats = httpx.get(
-        url + "/v1/_stats", headers={"X-Moesif-Application-Id": application_id}, timeout=30
+        url + "/v1/_stats",
+        params={"kind": kind},
+        headers={"X-Moesif-Application-Id": application_id},
+        timeout=30,
     ).json()
     if stats.get(kind) != expected:
         raise RuntimeError(f"collector holds {stats.get(kind)} {kind}, not {expected}")

@@ -1,19 +1,23 @@
-"""``moesif-users send --kind companies``: company profiles over loopback HTTP."""
+"""``moesif-users send --kind companies``: company profiles at the real collector over
+loopback HTTP (the Companies API: ``POST /v1/companies/batch``, ``GET /v1/companies/{id}``)."""
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import pytest
-from faults import FaultServer, Reset
+from servers import APP_ID_HEADER, CollectorHandle
 from test_backfill_resume import read_checkpoint, resume, run_into_an_outage
 
 from moesif_users_middleware.cli import main
-
-COMPANIES = "/v1/companies/batch"
+from moesif_users_middleware.collector.kinds import COMPANIES
+from moesif_users_middleware.collector.store import partition_key
 
 
 def send(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -32,14 +36,46 @@ def rejects_of(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+class Companies:
+    """The companies of one application id at a collector, read through its HTTP API."""
+
+    def __init__(self, url: str, application_id: str, client: Any) -> None:
+        self.url = url
+        self.argv = ("--application-id", application_id, "--base-url", url)
+        self._client = client
+        self._headers = {APP_ID_HEADER: application_id}
+
+    def get(self, company_id: str) -> dict[str, Any]:
+        response = self._client.get(
+            f"{self.url}/v1/companies/{quote(company_id, safe='')}", headers=self._headers
+        )
+        response.raise_for_status()
+        profile: dict[str, Any] = response.json()
+        return profile
+
+    def ids(self) -> list[str]:
+        response = self._client.get(
+            f"{self.url}/v1/companies", params={"limit": 1000}, headers=self._headers
+        )
+        response.raise_for_status()
+        return [profile["company_id"] for profile in response.json()]
+
+    def stats(self, kind: str = "companies") -> dict[str, int]:
+        response = self._client.get(
+            f"{self.url}/v1/_stats", params={"kind": kind}, headers=self._headers
+        )
+        response.raise_for_status()
+        stats: dict[str, int] = response.json()
+        return stats
+
+
 @pytest.fixture
-def api() -> Any:
-    with FaultServer() as server:
-        yield server
+def api(collector: CollectorHandle, app_id: str) -> Companies:
+    return Companies(collector.url, app_id, collector.client)
 
 
 def test_json_jsonl_and_csv_companies_arrive(
-    api: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    api: Companies, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     companies = [f"co-{index}" for index in range(12)]
     array = tmp_path / "companies.json"
@@ -67,28 +103,30 @@ def test_json_jsonl_and_csv_companies_arrive(
             writer.writerow([co, "google", "pro", index * 100])
 
     for path in (array, lines, table):
-        status, out, _ = send(capsys, str(path), "--application-id", "app", "--base-url", api.url)
+        status, out, _ = send(capsys, str(path), *api.argv)
         assert status == 0, out
         assert f"sent: {len(companies)} companies in 1 request" in out
         assert "companies/s" in out
 
-    assert {request.path for request in api.received} == {COMPANIES}
-    by_file = [request.records for request in api.accepted]
-    assert by_file[0][7] == {
-        "company_id": "co-7",
+    stats = api.stats()
+    assert (stats["batches"], stats["records"], stats["companies"]) == (3, 36, 12)
+    assert api.stats("users")["requests"] == 0
+    profile = api.get("co-7")
+    assert {
+        key: profile.get(key) for key in ("company_domain", "session_tokens", "ip_address")
+    } == {
         "company_domain": "co-7.test",
-        "metadata": {"plan": "free"},
+        "session_tokens": ["tok-co-7"],
+        "ip_address": "::1",
     }
-    assert by_file[1][7] == {"company_id": "co-7", "session_token": "tok-co-7", "ip_address": "::1"}
-    assert by_file[2][7] == {
-        "company_id": "co-7",
-        "campaign": {"utm_source": "google"},
-        "metadata": {"plan": "pro", "sales": {"mrr": 700}},
-    }
+    assert profile["campaign"] == {"utm_source": "google"}
+    # The JSON file's plan is replaced by the CSV's (sent later); nested and typed.
+    assert profile["metadata"] == {"plan": "pro", "sales": {"mrr": 700}}
+    assert api.ids() == sorted(companies)
 
 
 def test_invalid_companies_go_to_the_rejects_file_naming_the_field(
-    api: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    api: Companies, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = write_jsonl(
         tmp_path / "companies.jsonl",
@@ -102,7 +140,7 @@ def test_invalid_companies_go_to_the_rejects_file_naming_the_field(
             {"company_id": "ok-4", "metadata": {"employees": 47}},
         ],
     )
-    status, out, _ = send(capsys, str(path), "--application-id", "app", "--base-url", api.url)
+    status, out, _ = send(capsys, str(path), *api.argv)
     assert status == 1, out
     assert "sent: 2 companies" in out
     assert "invalid: 5" in out
@@ -117,7 +155,7 @@ def test_invalid_companies_go_to_the_rejects_file_naming_the_field(
     assert rejects[0]["message"] == "is required"
     assert "must be an object" in rejects[1]["message"]
     assert "unknown company field" in rejects[3]["message"]
-    assert [record["company_id"] for record in api.accepted_records()] == ["ok-1", "ok-4"]
+    assert api.ids() == ["ok-1", "ok-4"]
 
     table = tmp_path / "companies.csv"
     table.write_text(
@@ -127,7 +165,7 @@ def test_invalid_companies_go_to_the_rejects_file_naming_the_field(
         'c2,,"[1, 2]"\n',  # line 4: metadata not an object
         encoding="utf-8",
     )
-    status, out, _ = send(capsys, str(table), "--application-id", "app", "--base-url", api.url)
+    status, out, _ = send(capsys, str(table), *api.argv)
     assert status == 1, out
     rejects = rejects_of(tmp_path / "companies.csv.rejects.jsonl")
     assert [(entry["line"], entry["field"]) for entry in rejects] == [
@@ -135,50 +173,48 @@ def test_invalid_companies_go_to_the_rejects_file_naming_the_field(
         (4, "metadata"),
     ]
     assert rejects[1]["record"] == {"company_id": "c2", "company_domain": "", "metadata": "[1, 2]"}
-    assert api.accepted[-1].records == [
-        {"company_id": "c1", "company_domain": "c1.test", "metadata": {"plan": "pro"}}
-    ]
+    assert api.ids() == ["c1", "ok-1", "ok-4"]
+    c1 = api.get("c1")
+    assert (c1["company_domain"], c1["metadata"]) == ("c1.test", {"plan": "pro"})
 
 
 def test_a_csv_header_of_another_kind_is_malformed_input(
-    api: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    api: Companies, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     users = tmp_path / "users.csv"
     users.write_text("user_id,company_id\nu1,acme\n", encoding="utf-8")
-    status, _, err = send(capsys, str(users), "--application-id", "app", "--base-url", api.url)
+    status, _, err = send(capsys, str(users), *api.argv)
     assert status == 2
     assert "unknown column 'user_id'" in err
     assert "CSV columns of companies are company_id, company_domain," in err
     no_id = tmp_path / "domains.csv"
     no_id.write_text("company_domain\nacme.test\n", encoding="utf-8")
-    status, _, err = send(capsys, str(no_id), "--application-id", "app", "--base-url", api.url)
+    status, _, err = send(capsys, str(no_id), *api.argv)
     assert status == 2
     assert "no company_id column" in err
-    assert api.received == []
+    assert api.stats()["requests"] == 0
 
 
 def test_dry_run_validates_companies_and_sends_nothing(
-    api: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    api: Companies, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = write_jsonl(
         tmp_path / "companies.jsonl",
         [{"company_id": f"co-{index}"} for index in range(250)] + [{"company_id": ""}],
     )
-    status, out, _ = send(
-        capsys, str(path), "--dry-run", "--batch-size", "100", "--base-url", api.url
-    )
+    status, out, _ = send(capsys, str(path), "--dry-run", "--batch-size", "100", *api.argv)
     assert status == 1  # one invalid record
     assert "valid (dry run, nothing sent): 250 companies" in out
-    assert api.received == []
+    assert api.stats()["requests"] == 0
     assert not (tmp_path / "companies.jsonl.checkpoint").exists()
     dry_rejects = rejects_of(tmp_path / "companies.jsonl.dry-run.rejects.jsonl")
     assert [(entry["line"], entry["field"]) for entry in dry_rejects] == [(251, "company_id")]
 
 
 def test_progress_and_summary_count_companies(
-    api: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    api: Companies, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ("--progress", "log", "--application-id", "app", "--base-url", api.url)
+    argv = ("--progress", "log", *api.argv)
     one = write_jsonl(tmp_path / "one.jsonl", [{"company_id": "solo"}])
     status, out, err = send(capsys, str(one), *argv)
     assert status == 0, out
@@ -191,13 +227,13 @@ def test_progress_and_summary_count_companies(
 
 
 def test_a_checkpoint_resumes_only_a_run_of_its_kind(
-    api: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    api: Companies, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # A file that is valid as both kinds: the users run must not be continued as companies.
     path = write_jsonl(
         tmp_path / "ids.jsonl", [{"user_id": f"u{i}", "company_id": f"c{i}"} for i in range(3)]
     )
-    argv = (str(path), "--application-id", "app", "--base-url", api.url)
+    argv = (str(path), *api.argv)
     status = main(["send", "--progress", "none", *argv])  # --kind users: the default
     assert status == 0, capsys.readouterr()
     capsys.readouterr()
@@ -208,7 +244,7 @@ def test_a_checkpoint_resumes_only_a_run_of_its_kind(
     assert status == 2, out
     assert f"checkpoint {path}.checkpoint belongs to a --kind users run" in err
     assert "this run sends companies; pass --kind users to resume it" in err
-    assert [request.path for request in api.received] == ["/v1/users/batch"]
+    assert (api.stats("users")["users"], api.stats()["requests"]) == (3, 0)
 
     status, out, _ = send(capsys, *argv, "--restart")  # starts a companies run over
     assert status == 1, out  # the users' other fields are not company fields
@@ -220,13 +256,13 @@ def test_a_checkpoint_resumes_only_a_run_of_its_kind(
 
 
 def test_a_checkpoint_without_a_kind_is_a_users_checkpoint(
-    api: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    api: Companies, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = write_jsonl(tmp_path / "c.jsonl", [{"company_id": f"c{i}"} for i in range(5)])
     checkpoint = tmp_path / "c.jsonl.checkpoint"
     # As written before companies existed: no "kind".
     checkpoint.write_text(json.dumps({"source": str(path), "position": 2, "version": 1}))
-    argv = (str(path), "--application-id", "app", "--base-url", api.url)
+    argv = (str(path), *api.argv)
     status, _, err = send(capsys, *argv)
     assert status == 2
     assert "belongs to a --kind users run" in err
@@ -236,69 +272,53 @@ def test_a_checkpoint_without_a_kind_is_a_users_checkpoint(
     status, out, _ = send(capsys, *argv)
     assert status == 0, out
     assert "resumed after record 2" in out
-    assert [record["company_id"] for record in api.accepted_records()] == ["c2", "c3", "c4"]
+    assert api.ids() == ["c2", "c3", "c4"]
 
 
 def test_an_outage_stops_the_run_and_a_rerun_resumes_after_the_checkpoint(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    fresh_collector: Callable[..., Any],
+    app_id: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    total = 3000
+    total, invalid_every = 3000, 500  # lines 500, 1000, ... have a metadata that is no object
     path = write_jsonl(
         tmp_path / "companies.jsonl",
         [
-            {"company_id": f"c{line:05d}", "metadata": {"line": line}}
-            if line % 500
-            else {"company_id": f"c{line:05d}", "metadata": "not an object"}
+            {"company_id": f"c{line:05d}", "metadata": {"line": line} if line % 500 else "x"}
             for line in range(1, total + 1)
         ],
     )
+
+    def valid_before(position: int) -> int:
+        return position - position // invalid_every
+
+    db = tmp_path / "collector.db"
+    first = fresh_collector(db)
     checkpoint = tmp_path / "companies.jsonl.checkpoint"
-    first = FaultServer().start()
-
-    class Outage:
-        def stop(self) -> None:
-            first.mode = Reset()  # every later request: the connection reset, no answer
-
-    try:
-        status, out = run_into_an_outage(
-            capsys,
-            Outage(),
-            checkpoint,
-            ("--kind", "companies", str(path), "--application-id", "app", "--base-url", first.url),
-        )
-    finally:
-        first.stop()
+    argv = ("--kind", "companies", str(path), "--application-id", app_id, "--base-url", first.url)
+    status, out = run_into_an_outage(capsys, first, checkpoint, argv)
     assert status == 3, out
     assert "STOPPED: not delivered after" in out
     saved = read_checkpoint(checkpoint)
     position = saved["position"]
-    assert saved["kind"] == "companies"
-    assert 1000 <= position < total
-    valid = [f"c{line:05d}" for line in range(1, total + 1) if line % 500]
-    delivered_first = [record["company_id"] for record in first.accepted_records()]
-    settled = [company for company in valid if int(company[1:]) <= position]
-    assert delivered_first[: len(settled)] == settled  # all confirmed, in order
+    assert (saved["kind"], position < total) == ("companies", True)
+    delivered_first = first.app.state.store.stats(partition_key(app_id), COMPANIES)["records"]
+    # At most the batch in flight was delivered without being checkpointed.
+    assert valid_before(position) <= delivered_first <= valid_before(position) + 100
 
-    with FaultServer() as second:
-        status, out = resume(
-            capsys,
-            "--kind",
-            "companies",
-            str(path),
-            "--application-id",
-            "app",
-            "--base-url",
-            second.url,
-        )
-        assert status == 1, out  # 6 invalid: 1 or 2 of them in this run
-        assert f"resumed after record {position:,}" in out
-        assert "all runs: 2,994 sent, 6 invalid, 0 failed" in out
-        # The resumed run sent exactly what the checkpoint had not confirmed.
-        assert [record["company_id"] for record in second.accepted_records()] == [
-            company for company in valid if int(company[1:]) > position
-        ]
-        assert {request.path for request in second.received} == {COMPANIES}
+    second = fresh_collector(db, port=first.port)
+    status, out = resume(capsys, *argv)
+    assert status == 1, out  # the invalid records, of both runs
+    assert f"resumed after record {position:,}" in out
+    assert "all runs: 2,994 sent, 6 invalid, 0 failed" in out
+    with httpx.Client(timeout=10.0) as client:
+        api = Companies(second.url, app_id, client)
+        # Nothing the first run confirmed was sent again; every valid company is stored.
+        assert api.stats()["records"] == valid_before(total) - valid_before(position)
+        assert api.stats()["companies"] == valid_before(total)
+        assert api.get("c02999")["metadata"] == {"line": 2999}
     rejects = rejects_of(tmp_path / "companies.jsonl.rejects.jsonl")
     assert [(entry["line"], entry["field"]) for entry in rejects] == [
-        (line, "metadata") for line in range(500, total + 1, 500)
+        (line, "metadata") for line in range(invalid_every, total + 1, invalid_every)
     ]
