@@ -195,4 +195,4 @@ def test_ten_users_arrive_after_sigterm(
         company = by_id[f"co{user[-1]}"]
         assert company["session_tokens"] == [tokens[user]]
         assert company["campaign"]["utm_source"] == "e2e"
-        assert company["metadata"]["plan_name"] == "free"
+        assert company["metadata"]["org_name"] == f"co{user[-1]}"

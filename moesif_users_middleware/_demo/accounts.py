@@ -46,13 +46,13 @@ def check_password(accounts: Accounts, email: str, password: str) -> Account | N
     return entry[1]
 
 
-# What a real app keeps in its companies table: id -> (name, website domain, monthly revenue).
-_COMPANIES: dict[str, tuple[str, str, int]] = {
-    "acme": ("Acme, Inc", "acmeinc.com", 24000),
-    "globex": ("Globex Corporation", "globex.example", 12500),
-    "initech": ("Initech", "initech.example", 3200),
-    "umbrella": ("Umbrella Corp", "umbrella.example", 48000),
-    "hooli": ("Hooli", "hooli.example", 99000),
+# What a real app keeps in its companies table: id -> (name, website domain, revenue, plan).
+_COMPANIES: dict[str, tuple[str, str, int, str]] = {
+    "acme": ("Acme, Inc", "acmeinc.com", 24000, "enterprise"),
+    "globex": ("Globex Corporation", "globex.example", 12500, "pro"),
+    "initech": ("Initech", "initech.example", 3200, "pro"),
+    "umbrella": ("Umbrella Corp", "umbrella.example", 48000, "enterprise"),
+    "hooli": ("Hooli", "hooli.example", 99000, "free"),
 }
 
 
@@ -62,8 +62,7 @@ def company_domain(company_id: str) -> str | None:
     return row[1] if row else None
 
 
-def company_metadata(company_id: str, plan: str) -> dict[str, object]:
+def company_metadata(company_id: str) -> dict[str, object]:
     """The company's custom properties: its name, monthly revenue and plan."""
-    row = _COMPANIES.get(company_id)
-    name, mrr = (row[0], row[2]) if row else (company_id, 0)
+    name, _, mrr, plan = _COMPANIES.get(company_id, (company_id, "", 0, "free"))
     return {"org_name": name, "mrr": mrr, "plan_name": plan}

@@ -107,8 +107,7 @@ def get_company_domain(request: Request, response: ResponseView) -> str | None:
 
 
 def get_company_metadata(request: Request, response: ResponseView) -> dict[str, Any]:
-    account: Account = request.state.account
-    return company_metadata(account.company_id, account.plan)
+    return company_metadata(request.state.account.company_id)
 
 
 def skip(request: Request, response: ResponseView) -> bool:

@@ -111,7 +111,7 @@ def get_company_domain(request: Request, response: Response) -> str | None:
 
 
 def get_company_metadata(request: Request, response: Response) -> dict[str, Any]:
-    return company_metadata(current_user.company_id, current_user.plan)
+    return company_metadata(current_user.company_id)
 
 
 def skip(request: Request, response: Response) -> bool:

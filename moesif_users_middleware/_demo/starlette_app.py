@@ -104,8 +104,7 @@ def get_company_domain(request: Request, response: ResponseView) -> str | None:
 
 
 def get_company_metadata(request: Request, response: ResponseView) -> dict[str, Any]:
-    account = request.user.account
-    return company_metadata(account.company_id, account.plan)
+    return company_metadata(request.user.account.company_id)
 
 
 def skip(request: Request, response: ResponseView) -> bool:

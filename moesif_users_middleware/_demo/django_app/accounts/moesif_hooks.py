@@ -47,6 +47,6 @@ def get_company_domain(request: HttpRequest, response: HttpResponse) -> str | No
 def get_company_metadata(request: HttpRequest, response: HttpResponse) -> dict[str, Any]:
     """The company's name, revenue and plan."""
     company = _profile(request).company
-    metadata = company_metadata(company.slug, company.plan)
-    metadata["org_name"] = company.name
+    metadata = company_metadata(company.slug)
+    metadata.update(org_name=company.name, plan_name=company.plan)
     return metadata
