@@ -30,6 +30,7 @@ PUBLIC = {
     "py.typed",
     "sender.py",
     "starlette.py",
+    "testing",
     "transport.py",
     "wsgi.py",
 }
@@ -56,6 +57,7 @@ RANKS = {
     "flask": 8,
     "wsgi": 8,
     "starlette": 8,
+    "testing": 8,
     "cli": 9,
     "__main__": 9,
     "_demo": 9,
