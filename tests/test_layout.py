@@ -20,6 +20,7 @@ NAME = PACKAGE.name
 PUBLIC = {
     "__init__.py",
     "__main__.py",
+    "aws_lambda.py",
     "backfill",
     "cli.py",
     "collector",
@@ -57,6 +58,7 @@ RANKS = {
     "flask": 8,
     "wsgi": 8,
     "starlette": 8,
+    "aws_lambda": 8,
     "testing": 8,
     "cli": 9,
     "__main__": 9,
