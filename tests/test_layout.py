@@ -59,6 +59,7 @@ RANKS = {
     "flask": 8,
     "wsgi": 8,
     "starlette": 8,
+    "_flask_login": 8,
     "aws_lambda": 8,
     "celery": 8,
     "testing": 8,
