@@ -78,9 +78,7 @@ def never(request: Any, response: Any) -> bool:
 def test_login_user_queues_the_profile_with_the_requests_fields(
     app_id: str, collector: CollectorHandle
 ) -> None:
-    app = make_app(
-        app_id, collector, update_on_login=True, get_user_profile=profile_of, skip=never
-    )
+    app = make_app(app_id, collector, update_on_login=True, get_user_profile=profile_of, skip=never)
     log_in(app, "ada")
     profile = delivered(app_id, collector, "ada")
     assert profile is not None
