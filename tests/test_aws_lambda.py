@@ -6,6 +6,7 @@ environment right after, so nothing may be left to the sender's thread.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -32,6 +33,16 @@ SOURCE_IP = "203.0.113.9"
 def _no_sender_left() -> Iterator[None]:
     yield
     _reset_senders_for_tests()
+
+
+@pytest.fixture(autouse=True)
+def _event_loop() -> Iterator[None]:
+    """The loop Mangum runs the app on (it takes the current one), closed afterwards."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
 
 
 class FakeContext:

@@ -22,6 +22,7 @@ from django.urls import path  # noqa: E402
 from servers import CollectorHandle  # noqa: E402
 
 from moesif_users_middleware._capture.hooks import counters  # noqa: E402
+from moesif_users_middleware.django.login import stop_listening  # noqa: E402
 from moesif_users_middleware.sender import _reset_senders_for_tests, get_sender  # noqa: E402
 
 PASSWORD = "correct horse battery staple"
@@ -73,6 +74,7 @@ def configure(app_id: str, collector: CollectorHandle) -> Iterator[Callable[...,
     yield apply
     for override in reversed(overrides):
         override.disable()
+    stop_listening()  # the test's middleware may outlive it (until the next gc)
 
 
 def delivered(app_id: str, collector: CollectorHandle, user: User) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from moesif_users_middleware.backfill.django_source import (
 from moesif_users_middleware.backfill.readers import Skipped, Unparsed
 from moesif_users_middleware.django.conf import SETTING, raw_settings
 
-__all__ = ["DjangoLogins", "listen_for_logins"]
+__all__ = ["DjangoLogins", "listen_for_logins", "stop_listening"]
 
 logger = logging.getLogger("moesif_users_middleware")
 _UID = "moesif_users_middleware.django.login"
@@ -65,7 +65,7 @@ class DjangoLogins:
 
 def listen_for_logins(capture: Capture, enabled: bool) -> DjangoLogins | None:
     """Connect (or, when not ``enabled``, disconnect) the login receiver; keep what it returns."""
-    user_logged_in.disconnect(dispatch_uid=_UID)
+    stop_listening()
     if not enabled:
         return None
     try:
@@ -81,6 +81,11 @@ def listen_for_logins(capture: Capture, enabled: bool) -> DjangoLogins | None:
     receiver = DjangoLogins(capture, builder)
     user_logged_in.connect(receiver, weak=True, dispatch_uid=_UID)
     return receiver
+
+
+def stop_listening() -> None:
+    """Disconnect the login receiver, if one is connected."""
+    user_logged_in.disconnect(dispatch_uid=_UID)
 
 
 def _unused_hook(message: str) -> None:
