@@ -228,9 +228,18 @@ OPTIONS: tuple[Option, ...] = (
         "get_user_profile",
         None,
         "none",
-        "`get_user_profile(user)` builds the profile the `moesif_users_backfill` command "
-        "sends (see Bulk backfill)",
-        where="django",
+        "`get_user_profile(user)` builds a user's whole profile: at login (`update_on_login`) "
+        "and, in Django, for the `moesif_users_backfill` command (see Bulk backfill)",
+        where="django,flask",
+    ),
+    Option(
+        "update_on_login",
+        False,
+        "`False`",
+        "queue the user's profile when they log in (Django's `user_logged_in`, Flask-Login's), "
+        "with the login request's IP, user agent and campaign (see Profiles at login)",
+        where="django,flask",
+        check=boolean,
     ),
     Option(
         "enabled",
