@@ -90,7 +90,9 @@ def test_django_test_client(moesif_users):
     assert user["metadata"] == {"plan": "pro", "path": "/me"}
     assert user["user_agent_string"] == "curl/8"
     assert user["campaign"] == {"utm_source": "news"}
-    assert [batch.kind for batch in moesif_users.batches] == ["users"]
+    # the request had a company: its update went in a batch of its own
+    assert sorted(batch.kind for batch in moesif_users.batches) == ["companies", "users"]
+    assert moesif_users.companies["acme"]["campaign"] == {"utm_source": "news"}
 
 
 def test_flask_test_client(moesif_users):
