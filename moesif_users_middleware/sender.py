@@ -244,6 +244,19 @@ class Sender:
         self._engine.reset()  # the parent's client is abandoned, never closed, here
         self._warnings.reset()
 
+    def _start_empty(self) -> None:
+        """Stop now, dropping what is pending, and start empty (a new route, see
+        ``_lifecycle.route_every_sender``): the next connection takes the new route."""
+        self._check_fork()
+        worker = self._engine.worker
+        worker.begin_stop(0.0)
+        worker.finish_stop()
+        thread = worker.thread
+        if thread is not None:  # a request in flight: it ends within the request timeout
+            thread.join(self.options.timeout)
+        self._engine.reset()
+        self._warnings.reset()
+
     def _check_fork(self) -> None:
         # The at-fork hook resets every sender first; this covers a fork without it.
         if self._engine.pid != _getpid():
@@ -256,7 +269,7 @@ class Sender:
             self.base_url,
             timeout=options.timeout,
             gzip=options.gzip,
-            transport=self._transport,
+            transport=_lifecycle.routed_transport or self._transport,
         )
 
 

@@ -47,7 +47,7 @@ __all__ = [
 SETTING = "MOESIF_USERS"
 MOESIF_SETTING = "MOESIF_MIDDLEWARE"
 # Options only the Django adapter understands (lower-case, as build_config expects).
-# GET_USER_PROFILE is read by the moesif_users_backfill command, not the middleware.
+# GET_USER_PROFILE is read by the moesif_users_backfill command and at login (django/login.py).
 EXTRA_OPTIONS: tuple[str, ...] = adapter_options("django")
 
 
@@ -57,6 +57,7 @@ class DjangoSettings:
 
     config: CaptureConfig
     force_user_load: bool
+    update_on_login: bool = False
 
 
 def valid_keys() -> tuple[str, ...]:
@@ -99,7 +100,11 @@ def parse(raw: Mapping[str, Any]) -> DjangoSettings:
         extra_options=EXTRA_OPTIONS,
         source=f"settings.{SETTING}",
     )
-    return DjangoSettings(config=config, force_user_load=extras.get("force_user_load", False))
+    return DjangoSettings(
+        config=config,
+        force_user_load=extras.get("force_user_load", False),
+        update_on_login=extras.get("update_on_login", False),
+    )
 
 
 def parse_moesif(raw: object) -> DjangoSettings:

@@ -18,6 +18,7 @@ from moesif_users_middleware._capture.pipeline import Capture
 from moesif_users_middleware._capture.profile_methods import ProfileMethods
 from moesif_users_middleware._capture.request_view import EnvironView, RequestView
 from moesif_users_middleware.django.conf import active_setting, read_settings, strict_setting
+from moesif_users_middleware.django.login import listen_for_logins
 
 __all__ = ["MoesifUsersMiddleware"]
 
@@ -82,6 +83,13 @@ class MoesifUsersMiddleware(ProfileMethods):
             raise MiddlewareNotUsed(f"settings.{setting}['ENABLED'] is False")
         self.get_response: Callable[[HttpRequest], Any] = get_response  # type: ignore[assignment]
         self.capture = Capture(resolved.config)
+        # Built by application code for update_user & co.: the loaded middleware's login
+        # receiver stays as it is.
+        self.logins = (
+            None
+            if get_response is None
+            else listen_for_logins(self.capture, resolved.update_on_login)
+        )
         self.force_user_load = resolved.force_user_load
         self.user_reader = _request_user if self.force_user_load else _loaded_user
         self.async_hooks = self.capture.has_async_hooks
