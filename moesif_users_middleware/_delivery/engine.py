@@ -32,6 +32,7 @@ from .buffer import PendingBuffer
 from .kinds import Key, RecordKind
 from .options import SenderOptions
 from .retry import RetryPolicy
+from .spool import Spool, app_tag
 from .unchanged import Unchanged
 from .worker import Connect, Worker
 
@@ -64,12 +65,15 @@ class Engine:
         connect: Connect,
         warnings: RateLimitedLog,
         on_start: Callable[[], None],
+        application_id: str = "",
     ) -> None:
         self.options = options
         self.retry = retry
         self.connect = connect  # a new HTTP client (the worker's)
         self.warnings = warnings
         self.on_start = on_start  # called when the worker thread starts
+        self.spool_tag = app_tag(application_id)  # names its spool files (never the id)
+        self.spool: Spool | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -91,7 +95,18 @@ class Engine:
         self.retries = 0
         self.failed = 0
         self.dropped = 0
+        if self.spool is not None:
+            self.spool.abandon()  # a forked child: the parent's file stays the parent's
+        spool_dir = options.spool_dir
+        self.spool = None if spool_dir is None else Spool(self, spool_dir, self.spool_tag)
         self.worker = Worker(self)
+
+    def start(self) -> None:
+        """Start the worker now rather than on first use (a spool sends what it holds)."""
+        with self.lock:
+            if not self.worker.running:
+                self.worker.start()
+            self.cond.notify_all()
 
     # -- queueing ------------------------------------------------------------------------
 
@@ -249,12 +264,20 @@ class Engine:
                 "retries": self.retries,
                 "failed": self.failed,
                 "dropped": buffer.dropped + self.dropped,
+                "spooled": 0 if self.spool is None else self.spool.rows,
             }
 
     @property
     def pending(self) -> int:
-        """Keys waiting to be sent or being sent, and captures not yet finished."""
-        return self.buffer.slots + len(self.inbox)
+        """Keys waiting to be sent or being sent (in memory or in the spool), and captures
+        not yet finished."""
+        spooled = 0 if self.spool is None else self.spool.rows
+        return self.buffer.slots + len(self.inbox) + spooled
+
+    @property
+    def has_work(self) -> bool:
+        """Records to send: pending in memory or waiting in the spool (the lock is held)."""
+        return bool(self.buffer.pending) or (self.spool is not None and self.spool.waiting)
 
 
 def _stamp_of(record: dict[str, Any]) -> tuple[float, str | None]:
