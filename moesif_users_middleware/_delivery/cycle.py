@@ -80,7 +80,7 @@ def run_cycle(engine: Engine, worker: Worker) -> None:
     finally:
         _end(engine, worker, state, number)
         if spooled is not None:
-            spooled.commit()
+            spooled.finish()
 
 
 def _end(engine: Engine, worker: Worker, state: _Cycle, number: int) -> None:

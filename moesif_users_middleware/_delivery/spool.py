@@ -99,13 +99,23 @@ class Spool:
         # Guarded by the engine's lock:
         self.thread: threading.Thread | None = None
         self.stopped = False
+        # Records on disk that no running send cycle will reach: a cycle is due for them.
+        self.unsent = False
+        self.adopted = False  # the first look for files of processes that are gone is done
+        self.adopt_lock = threading.Lock()  # one look at a time
         self.persist_at = 0.0
         self.adopt_at = 0.0
 
     @property
     def waiting(self) -> bool:
-        """Records on disk to send."""
-        return self.rows > 0
+        """Records to send that no running cycle will send (the engine's lock is held):
+        on disk, being written there (drained from the memory buffer), or left by
+        processes that are gone (until the first look for them)."""
+        if self.disabled:
+            return False
+        return (
+            not self.adopted or (self.unsent and self.rows > 0) or bool(self.engine.buffer.inflight)
+        )
 
     def abandon(self) -> None:
         """In a forked child: leave the parent's file alone (closing it here could disturb
@@ -163,11 +173,13 @@ class Spool:
 
     def adopt(self) -> None:
         """Take over the files of processes that are gone (see :mod:`.spool_adopt`)."""
-        from_dead = adopt_orphans(self)
-        with self.engine.lock:
-            self.adopt_at = _monotonic() + ADOPT_INTERVAL
-            if from_dead:
-                self.engine.cond.notify_all()  # the worker sends them
+        with self.adopt_lock:
+            from_dead = adopt_orphans(self)
+            with self.engine.lock:
+                self.adopt_at = _monotonic() + ADOPT_INTERVAL
+                self.adopted = True
+                if from_dead:
+                    self.engine.cond.notify_all()  # the worker sends them
 
     # -- the file -----------------------------------------------------------------------------
 
@@ -288,6 +300,14 @@ class Spool:
             buffer.release(drained)
             engine.dropped += len(refused)
             engine.failed += unserializable
+            if not kept:
+                self.unsent = True
+        # A repeat of a key's last capture keeps its moment only in a pending record:
+        # once on disk, the next capture of these keys is finished and queued again.
+        with engine.inbox_lock:
+            forget = engine.unchanged.forget
+            for key in drained:
+                forget(key)
         self._next_persist()
         if refused:
             engine.warnings.warning(
@@ -316,10 +336,17 @@ class Spool:
             if self.stopped or not self._open():
                 return list(entries)
             try:
-                return self._write(entries, refuse_new=True)[0]
+                refused = self._write(entries, refuse_new=True)[0]
             except (sqlite3.Error, OSError, ValueError) as exc:
                 self._broken(exc)
                 return list(entries)
+            self.mark_unsent()
+            return refused
+
+    def mark_unsent(self) -> None:
+        """Records on disk wait for the next cycle."""
+        with self.engine.lock:
+            self.unsent = True
 
     def _write(
         self, entries: dict[Key, Entry], *, refuse_new: bool = False
@@ -387,15 +414,23 @@ class Spool:
                 return None
         return SpoolCycle(self)
 
-    def last_rowid(self) -> int:
+    def start_scan(self) -> int:
+        """Persist what memory holds; the last row a cycle starting now is to send.
+
+        Whatever is written after this is left for the next cycle (``unsent``).
+        """
         with self.lock:
-            if self.db is None:
+            if not self._open():
                 return 0
+            self._persist_locked()
             try:
-                return self.db.last_rowid()
+                last = self.db.last_rowid() if self.db is not None else 0
             except sqlite3.Error as exc:
                 self._broken(exc)
                 return 0
+            with self.engine.lock:
+                self.unsent = False
+            return last
 
     def checkout(self, after: int, last: int) -> tuple[dict[Key, Entry], int]:
         """The next chunk of records to send (rowids in ``(after, last]``) and where it ended."""
@@ -560,16 +595,19 @@ class SpoolCycle:
         self.spool = spool
         self.failed: dict[Key, list[Timed]] = {}
         self.settled: list[Key] = []
+        self.complete = False  # every record on disk at the start was tried
 
     def chunks(self) -> Iterator[dict[Key, Entry]]:
         """Persist what memory holds, then every record on disk now, a chunk at a time."""
         spool = self.spool
-        spool.persist()
-        last = spool.last_rowid()
+        if not spool.adopted:  # a flush at start sends what earlier processes left too
+            spool.adopt()
+        last = spool.start_scan()
         after = 0
         while True:
             chunk, after = spool.checkout(after, last)
             if not chunk:
+                self.complete = True
                 return
             yield chunk
 
@@ -587,3 +625,9 @@ class SpoolCycle:
         if settled:
             failed = {key: self.failed.pop(key) for key in settled if key in self.failed}
             self.spool.settle(settled, failed)
+
+    def finish(self) -> None:
+        """The cycle ended: write the last outcomes; what it did not reach is for the next."""
+        self.commit()
+        if not self.complete:
+            self.spool.mark_unsent()
