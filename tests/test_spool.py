@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import sqlite3
 import stat
 import subprocess
@@ -26,6 +25,7 @@ import pytest
 from faults import Accept, FaultServer, Reply
 from samples import fast_retry
 from servers import CollectorHandle
+from spool_processes import KILLED, closed_port_url, run_killed
 
 from moesif_users_middleware import ConfigurationError
 from moesif_users_middleware._capture.config import build_config
@@ -52,13 +52,6 @@ def spool(tmp_path: Path) -> Path:
     return tmp_path / "spool"
 
 
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
 def spool_sender(app_id: str, url: str, spool: Path, **options: Any) -> Sender:
     options.setdefault("flush_interval", 60.0)
     options.setdefault("timeout", 2.0)
@@ -81,47 +74,6 @@ def on_disk(sender: Sender, count: int) -> Callable[[], bool]:
 
 def spool_files(spool: Path) -> list[str]:
     return sorted(path.name for path in spool.iterdir()) if spool.exists() else []
-
-
-# A process that queues, waits until its records are on disk, then dies by SIGKILL.
-KILLED = """
-import json, os, signal, sys, time
-from moesif_users_middleware.sender import get_sender
-
-app_id, url, spool, users = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-sender = get_sender(app_id, url, spool_dir=spool, flush_interval=1.0, timeout=1.0)
-for user in users:
-    assert sender.queue_user(user)
-deadline = time.monotonic() + 20
-while not sender.pending == sender.stats()["spooled"] > 0:
-    assert time.monotonic() < deadline, sender.stats()
-    time.sleep(0.01)
-os.kill(os.getpid(), signal.SIGKILL)
-"""
-
-
-def run_killed(
-    app_id: str, spool: Path, users: list[dict[str, Any]], source: str = KILLED
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(source),
-            app_id,
-            closed_port_url(),
-            str(spool),
-            json.dumps(users),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == -9, result.stderr
-    return result
 
 
 def rounds_of(count: int, rounds: int) -> list[dict[str, Any]]:

@@ -35,6 +35,7 @@ import sqlite3
 import stat
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -342,8 +343,11 @@ class SpoolDB:
         return db
 
     @classmethod
-    def open(cls, path: str) -> SpoolDB:
-        """An existing spool file; ``SpoolError`` if it is not one this version reads."""
+    def open(cls, path: str, *, read_only: bool = False) -> SpoolDB:
+        """An existing spool file; ``SpoolError`` if it is not one this version reads.
+
+        ``read_only``: to look, changing nothing (not even a checkpoint on close).
+        """
         try:
             info = os.lstat(path)
         except OSError as exc:
@@ -352,7 +356,7 @@ class SpoolDB:
             raise SpoolError("not a regular file")
         if info.st_uid != os.geteuid():
             raise SpoolError(f"it belongs to another user (uid {info.st_uid})")
-        db = cls(_connect(path))
+        db = cls(_connect(path, read_only=read_only))
         try:
             version = db.connection.execute("PRAGMA user_version").fetchone()[0]
             if version != FORMAT:
@@ -447,7 +451,10 @@ class SpoolDB:
         )
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def _connect(path: str, *, read_only: bool = False) -> sqlite3.Connection:
+    if read_only:
+        uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
+        return sqlite3.connect(uri, uri=True, timeout=5.0, isolation_level=None)
     connection = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
     try:
         connection.execute("PRAGMA journal_mode = WAL")
