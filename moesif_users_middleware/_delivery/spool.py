@@ -68,6 +68,7 @@ _monotonic = time.monotonic
 
 ADOPT_INTERVAL = 5.0  # seconds between looks for files of processes that are gone
 MAX_PERSIST_INTERVAL = 1.0
+WRITE_CHUNK = 5000  # records per transaction
 
 
 # -- the spool ----------------------------------------------------------------------------------
@@ -288,11 +289,18 @@ class Spool:
         kept: dict[Key, Entry] = {}
         refused: list[Key] = []
         unserializable = 0
-        try:
-            refused, unserializable = self._write(drained)
-        except (sqlite3.Error, OSError, ValueError) as exc:
-            self._broken(exc)
-            kept = drained
+        items = list(drained.items())
+        for start in range(0, len(items), WRITE_CHUNK):  # small transactions, a small WAL
+            try:
+                chunk_refused, chunk_unserializable = self._write(
+                    dict(items[start : start + WRITE_CHUNK])
+                )
+            except (sqlite3.Error, OSError, ValueError) as exc:
+                self._broken(exc)
+                kept = dict(items[start:])
+                break
+            refused += chunk_refused
+            unserializable += chunk_unserializable
         with engine.lock:
             buffer = engine.buffer
             for key, entry in kept.items():

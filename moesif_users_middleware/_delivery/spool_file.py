@@ -72,7 +72,10 @@ FORMAT = 1  # PRAGMA user_version of a spool file
 PREFIX = "moesif-spool-"
 _ROW_OVERHEAD = 48  # bytes a row costs beyond its id and data (kind, part, stamp, index)
 _IN_CHUNK = 500  # ids per "IN (...)" query
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_WAL_LIMIT = 8 * 1024 * 1024  # bytes of WAL kept after a checkpoint
+# Records were validated when queued (plain JSON trees): no check for cycles (a record
+# changed into one afterwards fails with RecursionError, counted as unserializable).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
 
 # One stored row: (kind name, record id, part, stamp, data).
 Row = tuple[str, str, int, float, str]
@@ -461,6 +464,8 @@ def _connect(path: str, *, read_only: bool = False) -> sqlite3.Connection:
         # Committed transactions survive the process (kill -9, OOM); only a power loss or
         # an OS crash may roll back the last ones.
         connection.execute("PRAGMA synchronous = NORMAL")
+        # A large write (a burst, an adoption) grows the WAL; give the room back after it.
+        connection.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT}")
     except BaseException:
         connection.close()
         raise
