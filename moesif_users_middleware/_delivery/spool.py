@@ -35,7 +35,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from .buffer import Entry, Timed
@@ -106,6 +106,7 @@ class Spool:
         self.adopt_lock = threading.Lock()  # one look at a time
         self.persist_at = 0.0
         self.adopt_at = 0.0
+        self.write_failed = False  # the last write failed: wait the interval, do not rush
 
     @property
     def waiting(self) -> bool:
@@ -141,18 +142,32 @@ class Spool:
         self.thread = thread
 
     def _run(self) -> None:
-        try:
-            with self.lock:
-                if not self._open():
-                    return
+        with self.lock:
+            if not self._open():
+                return
+        self._guarded(self.adopt)
+        while self._wait():
+            self._guarded(self._persist_and_adopt)
+
+    def _persist_and_adopt(self) -> None:
+        self.engine.drain()  # captures not finished yet are records too
+        self.persist()
+        if _monotonic() >= self.adopt_at:
             self.adopt()
-            while self._wait():
-                self.engine.drain()  # captures not finished yet are records too
-                self.persist()
-                if _monotonic() >= self.adopt_at:
-                    self.adopt()
-        except BaseException:
-            logger.exception("Moesif users spool: its thread stopped after an unexpected error")
+
+    def _guarded(self, work: Callable[[], None]) -> None:
+        """Run ``work``; a bug is logged (once a minute), never ends the thread."""
+        try:
+            work()
+        except Exception:
+            self.engine.warnings.log(
+                logging.ERROR,
+                "spool-error",
+                "Moesif users sender: unexpected error in the spool; will retry",
+                exc_info=True,
+            )
+            with self.engine.lock:
+                self.persist_at = self.adopt_at = _monotonic() + self.interval
 
     def _wait(self) -> bool:
         """Until something is to persist or to adopt (``True``), or the spool stops."""
@@ -164,7 +179,8 @@ class Spool:
                 now = _monotonic()
                 buffer = engine.buffer
                 waiting = bool(buffer.pending or engine.inbox)
-                if waiting and (now >= self.persist_at or buffer.slots >= buffer.wake_slots):
+                full = buffer.slots >= buffer.wake_slots and not self.write_failed
+                if waiting and (now >= self.persist_at or full):
                     return True
                 if now >= self.adopt_at:
                     return True
@@ -269,15 +285,25 @@ class Spool:
 
     # -- persisting ---------------------------------------------------------------------------
 
-    def persist(self, timeout: float = -1) -> None:
-        """Move what the memory buffer holds to the file (waits ``timeout`` for the lock)."""
+    def persist(self, timeout: float = -1, *, final: bool = False) -> None:
+        """Move what the memory buffer holds to the file (waits ``timeout`` for the lock).
+
+        Once stopped, only the stop's own (``final``) persist may open a file.
+        """
         if not self.lock.acquire(timeout=timeout):
             return
         try:
-            if self._open():
+            if (self.db is not None or final or not self.stopped) and self._open():
                 self._persist_locked()
         finally:
             self.lock.release()
+
+    def persist_if_due(self) -> None:
+        """Persist now if the interval has passed (between the chunks of a long adoption)."""
+        with self.engine.lock:
+            due = bool(self.engine.buffer.pending) and _monotonic() >= self.persist_at
+        if due:
+            self.persist()
 
     def _persist_locked(self) -> None:
         engine = self.engine
@@ -308,7 +334,8 @@ class Spool:
             buffer.release(drained)
             engine.dropped += len(refused)
             engine.failed += unserializable
-            if not kept:
+            self.write_failed = bool(kept)
+            if len(kept) < len(drained):
                 self.unsent = True
         # A repeat of a key's last capture keeps its moment only in a pending record:
         # once on disk, the next capture of these keys is finished and queued again.
@@ -562,7 +589,7 @@ class Spool:
         with engine.lock:
             self.stopped = True
             engine.cond.notify_all()
-        self.persist(timeout=max(0.0, deadline - _monotonic()))
+        self.persist(timeout=max(0.0, deadline - _monotonic()), final=True)
         if worker_alive or not self.lock.acquire(timeout=max(0.0, deadline - _monotonic())):
             return
         try:

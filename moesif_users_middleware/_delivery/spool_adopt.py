@@ -124,6 +124,7 @@ def _merge_file(spool: Spool, name: SpoolName) -> bool:
             source.commit()
             if refused:  # no room: the rest waits for a later look
                 break
+            spool.persist_if_due()  # a long adoption does not hold up what arrives meanwhile
     except sqlite3.Error as exc:
         source.close()
         _set_aside(name, exc)
