@@ -96,8 +96,6 @@ class Sender:
         )
         self.defer = self._engine.defer  # the engine keeps its identity across forks
         _lifecycle.track(self)
-        if self.options.spool_dir is not None:  # deliver what earlier processes left
-            self._engine.start()
 
     # ----------------------------------------------------------------- public API
 

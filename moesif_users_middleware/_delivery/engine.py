@@ -101,13 +101,6 @@ class Engine:
         self.spool = None if spool_dir is None else Spool(self, spool_dir, self.spool_tag)
         self.worker = Worker(self)
 
-    def start(self) -> None:
-        """Start the worker now rather than on first use (a spool sends what it holds)."""
-        with self.lock:
-            if not self.worker.running:
-                self.worker.start()
-            self.cond.notify_all()
-
     # -- queueing ------------------------------------------------------------------------
 
     def queue(

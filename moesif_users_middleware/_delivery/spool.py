@@ -590,6 +590,9 @@ class Spool:
             self.stopped = True
             engine.cond.notify_all()
         self.persist(timeout=max(0.0, deadline - _monotonic()), final=True)
+        thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - _monotonic()))  # it ends at its next look
         if worker_alive or not self.lock.acquire(timeout=max(0.0, deadline - _monotonic())):
             return
         try:
