@@ -46,6 +46,8 @@ OLDEST = {
     "httpx": "0.24.0",
     "gunicorn": "22.0.0",
     "flask-login": "0.6.2",  # 0.6.0/0.6.1 import werkzeug.routing.parse_rule (gone in 2.3)
+    "celery": "5.3.0",
+    "mangum": "0.17.0",
 }
 
 # Tests that run with no framework installed need only these (httpx is a dependency).
@@ -56,10 +58,15 @@ CORE_TEST_TOOLS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"]
 IMPORT_ISOLATION = """
 import importlib, pkgutil, sys
 
-FRAMEWORKS = {"django", "flask", "werkzeug", "starlette", "fastapi", "uvicorn", "gunicorn"}
-# Modules that belong to one framework (or the collector) and so must fail to import here.
+FRAMEWORKS = {
+    "django", "flask", "werkzeug", "starlette", "fastapi", "uvicorn", "gunicorn",
+    "celery", "mangum", "pytest",
+}
+# Modules that belong to one framework (or the collector, Celery, pytest) and so must fail
+# to import here.
 ADAPTERS = {
-    "django", "flask", "starlette", "collector", "backfill.django_source", "_capture.wsgi_request"
+    "django", "flask", "starlette", "collector", "backfill.django_source",
+    "_capture.wsgi_request", "_flask_login", "celery", "testing.plugin",
 }
 PREFIX = "moesif_users_middleware."
 
@@ -97,7 +104,10 @@ print(f"import isolation: {len(names)} core modules import no framework")
 VERSIONS = """
 from importlib.metadata import PackageNotFoundError, version
 
-names = ["django", "flask", "werkzeug", "starlette", "fastapi", "uvicorn", "httpx", "gunicorn"]
+names = [
+    "django", "flask", "werkzeug", "starlette", "fastapi", "uvicorn", "httpx", "gunicorn",
+    "celery", "mangum",
+]
 found = []
 for name in names:
     try:

@@ -2,15 +2,17 @@
 
 1. End to end: the collector runs under uvicorn in a subprocess (new SQLite database in
    a temporary directory); ``python -m moesif_users_middleware send FILE`` runs in
-   another subprocess. Reported: users/s over the sender process's whole life (startup,
-   line count, validation, gzip, HTTP, the collector storing every user) and the
-   sender's peak RSS -- for N users and for N/10, to show memory does not grow with
-   the file.
+   another subprocess. Reported: records/s over the sender process's whole life
+   (startup, line count, validation, gzip, HTTP, the collector storing every record) and
+   the sender's peak RSS -- for N records and for N/10, to show memory does not grow
+   with the file.
 2. Sending side alone: the same ``send`` against a trivial loopback sink (a separate
    process answering ``200 {}`` as soon as a body has arrived), so the figure is
    validation + batching + gzip + HTTP on the sender's side.
 
-    python benchmarks/bench_backfill.py [--users 1000000] [--skip-collector]
+``--kind companies`` sends company profiles (``send --kind companies``) instead of users.
+
+    python benchmarks/bench_backfill.py [--users 1000000] [--kind companies] [--skip-collector]
 """
 
 from __future__ import annotations
@@ -62,12 +64,41 @@ def make_user(index: int, rng: random.Random) -> dict[str, Any]:
     }
 
 
-def generate(path: Path, users: int) -> None:
-    rng = random.Random(users)
+def make_company(index: int, rng: random.Random) -> dict[str, Any]:
+    """A company shaped like the reference's example (about 400 bytes of JSON), varied."""
+    return {
+        "company_id": f"company-{index:08d}",
+        "company_domain": f"company{index}.example",
+        "session_token": f"tok-{rng.getrandbits(64):016x}",
+        "ip_address": f"203.0.{rng.randrange(256)}.{rng.randrange(256)}",
+        "campaign": {
+            "utm_source": rng.choice(["google", "bing", "newsletter", "partner"]),
+            "utm_medium": rng.choice(["cpc", "email", "referral"]),
+            "utm_campaign": f"campaign-{rng.randrange(40)}",
+        },
+        "metadata": {
+            "org_name": f"Company {index}, Inc",
+            "plan_name": rng.choice(["Free", "Team", "Enterprise"]),
+            "mrr": rng.randrange(100_000),
+            "demographics": {
+                "alexa_ranking": rng.randrange(1_000_000),
+                "employee_count": rng.randrange(5000),
+            },
+            "account_owner": "mary@contoso.com",
+        },
+    }
+
+
+MAKERS = {"users": make_user, "companies": make_company}
+
+
+def generate(path: Path, count: int, kind: str = "users") -> None:
+    make = MAKERS[kind]
+    rng = random.Random(count)
     dumps = json.JSONEncoder(separators=(", ", ": ")).encode
     with path.open("w", encoding="utf-8") as file:
-        for index in range(users):
-            file.write(dumps(make_user(index, rng)) + "\n")
+        for index in range(count):
+            file.write(dumps(make(index, rng)) + "\n")
 
 
 def free_port() -> int:
@@ -92,13 +123,15 @@ def python_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def run_send(path: Path, base_url: str, application_id: str) -> dict[str, Any]:
+def run_send(path: Path, base_url: str, application_id: str, kind: str) -> dict[str, Any]:
     """Run ``send`` in a subprocess; wall time, peak RSS (from wait4) and its summary."""
     command = [
         sys.executable,
         "-m",
         "moesif_users_middleware",
         "send",
+        "--kind",
+        kind,
         str(path),
         "--application-id",
         application_id,
@@ -119,9 +152,9 @@ def run_send(path: Path, base_url: str, application_id: str) -> dict[str, Any]:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"send failed ({process.returncode}):\n{out}\n{err}")
-    match = re.search(r"sent: ([\d,]+) users", out)
+    match = re.search(rf"sent: ([\d,]+) {kind}", out)
     sent = int(match.group(1).replace(",", "")) if match else 0
-    inner = re.search(r"\(([\d,]+) users/s\)", out)
+    inner = re.search(rf"\(([\d,]+) {kind}/s\)", out)
     return {
         "sent": sent,
         "wall": elapsed,
@@ -201,7 +234,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=1_000_000, help="records to send")
+    parser.add_argument("--kind", choices=tuple(MAKERS), default="users")
     parser.add_argument("--skip-collector", action="store_true", help="only the sink figure")
     parser.add_argument("--serve-sink", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -209,51 +243,40 @@ def main() -> None:
         serve_sink(args.serve_sink)
         return
 
+    kind, count, tenth = args.kind, args.users, max(1, args.users // 10)
     with tempfile.TemporaryDirectory(prefix="bench-backfill-") as tmp:
         directory = Path(tmp)
-        big = directory / "users.jsonl"
-        small = directory / "users-small.jsonl"
+        big = directory / f"{kind}.jsonl"
+        small = directory / f"{kind}-small.jsonl"
         started = time.monotonic()
-        generate(big, args.users)
-        generate(small, max(1, args.users // 10))
+        generate(big, count, kind)
+        generate(small, tenth, kind)
         print(
-            f"generated {args.users:,} users ({big.stat().st_size / 1e6:,.0f} MB) and "
-            f"{args.users // 10:,} in {time.monotonic() - started:.1f} s",
+            f"generated {count:,} {kind} ({big.stat().st_size / 1e6:,.0f} MB) and "
+            f"{tenth:,} in {time.monotonic() - started:.1f} s",
             flush=True,
         )
         rows: list[tuple[str, dict[str, Any]]] = []
 
         sink, sink_url = start_sink()
         try:
-            rows.append((f"sink, {args.users:,} users", run_send(big, sink_url, APP_ID)))
-            rows.append((f"sink, {args.users // 10:,} users", run_send(small, sink_url, APP_ID)))
+            rows.append((f"sink, {count:,} {kind}", run_send(big, sink_url, APP_ID, kind)))
+            rows.append((f"sink, {tenth:,} {kind}", run_send(small, sink_url, APP_ID, kind)))
         finally:
             stop(sink)
 
         if not args.skip_collector:
             collector, url = start_collector(directory)
             try:
-                rows.append(
-                    (f"collector, {args.users:,} users", run_send(big, url, APP_ID + "-big"))
-                )
-                rows.append(
-                    (
-                        f"collector, {args.users // 10:,} users",
-                        run_send(small, url, APP_ID + "-small"),
-                    )
-                )
-                stats = httpx.get(
-                    url + "/v1/_stats",
-                    headers={"X-Moesif-Application-Id": APP_ID + "-big"},
-                    timeout=30,
-                ).json()
-                if stats["users"] != args.users:
-                    raise RuntimeError(f"collector holds {stats['users']} users, not {args.users}")
+                big_id, small_id = APP_ID + "-big", APP_ID + "-small"
+                rows.append((f"collector, {count:,} {kind}", run_send(big, url, big_id, kind)))
+                rows.append((f"collector, {tenth:,} {kind}", run_send(small, url, small_id, kind)))
+                check_stored(url, big_id, kind, count)
             finally:
                 stop(collector)
 
     print()
-    print("| run | users/s (whole process) | users/s (run) | wall s | sender peak RSS |")
+    print(f"| run | {kind}/s (whole process) | {kind}/s (run) | wall s | sender peak RSS |")
     print("|---|---:|---:|---:|---:|")
     for label, row in rows:
         print(
@@ -262,6 +285,18 @@ def main() -> None:
         )
     print()
     print("sender command:", rows[0][1]["command"])
+
+
+def check_stored(url: str, application_id: str, kind: str, expected: int) -> None:
+    """The collector holds every record sent (its stats count each kind's profiles)."""
+    stats = httpx.get(
+        url + "/v1/_stats",
+        params={"kind": kind},
+        headers={"X-Moesif-Application-Id": application_id},
+        timeout=30,
+    ).json()
+    if stats.get(kind) != expected:
+        raise RuntimeError(f"collector holds {stats.get(kind)} {kind}, not {expected}")
 
 
 if __name__ == "__main__":

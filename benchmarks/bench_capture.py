@@ -19,6 +19,11 @@ A capture has two halves, measured apart and added up:
     python benchmarks/bench_capture.py [--repeats 41] [--number 2000] [--users 500]
     python benchmarks/bench_capture.py --collector   # sender thread delivering meanwhile
 
+Two configurations are measured in the same run, one after the other: users only
+(``update_companies=False``), and users with their companies' updates, the two company
+hooks (``get_company_domain``, ``get_company_metadata``) configured; 500 users share 50
+companies.
+
 Prints the median (and best/worst) of the per-repeat mean cost per request, for the
 whole capture and for building the view alone. With ``--collector`` the sender posts
 to a local collector (its own process) every 0.2 s during the measurement, so the cost
@@ -94,6 +99,23 @@ def get_metadata(request: Request, response: Any) -> dict[str, Any]:
         "visits": user.visits,
         "plan": {"tier": "pro", "seats": 5, "trial": False},
     }
+
+
+def get_company_domain(request: Request, response: Any) -> str:
+    return request.user.company_id + ".example"
+
+
+def get_company_metadata(request: Request, response: Any) -> dict[str, Any]:
+    return {"plan_name": "pro", "mrr": 24000}
+
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "users only (update_companies=False)": {"update_companies": False},
+    "users + companies (2 company hooks)": {
+        "get_company_domain": get_company_domain,
+        "get_company_metadata": get_company_metadata,
+    },
+}
 
 
 def environ_for(path: str) -> dict[str, Any]:
@@ -197,9 +219,23 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, base_url: str, flush_interval: float) -> None:
+    number = min(args.number, 4000)  # under the inbox bound: no inline finishing
+    print(f"python {sys.version.split()[0]}, {args.repeats} repeats x {number} requests")
+    for index, (name, extra) in enumerate(VARIANTS.items()):
+        print(f"\n{name}")
+        run_variant(args, base_url, flush_interval, f"bench-application-id-{index}", extra)
+
+
+def run_variant(
+    args: argparse.Namespace,
+    base_url: str,
+    flush_interval: float,
+    application_id: str,
+    extra: dict[str, Any],
+) -> None:
     config, _ = build_config(
         {
-            "application_id": "bench-application-id",
+            "application_id": application_id,
             "base_url": base_url,
             "skip": skip,
             "identify_user": identify_user,
@@ -207,6 +243,7 @@ def run(args: argparse.Namespace, base_url: str, flush_interval: float) -> None:
             "get_metadata": get_metadata,
             "flush_interval": flush_interval,
             "shutdown_timeout": 0,
+            **extra,
         }
     )
     capture = Capture(config)
@@ -231,7 +268,7 @@ def run(args: argparse.Namespace, base_url: str, flush_interval: float) -> None:
         return None
 
     assert full(0), "the benchmark request was not queued"
-    number = min(args.number, 4000)  # under the inbox bound: no inline finishing
+    number = min(args.number, 4000)
     measure_halves(capture, changing, 3, number)  # warm caches (IP verdicts, sender buffer)
     loop = statistics.median(measure(empty, args.repeats, number))
     changed_request, changed_finish = measure_halves(capture, changing, args.repeats, number)
@@ -239,14 +276,13 @@ def run(args: argparse.Namespace, base_url: str, flush_interval: float) -> None:
     repeat_request, repeat_finish = measure_halves(capture, full, args.repeats, number)
     whole = [a + b for a, b in zip(changed_request, changed_finish, strict=True)]
     rows = [
-        ("request half (view + 4 hooks + snapshot)", [v - loop for v in changed_request]),
+        ("request half (view + hooks + snapshot)", [v - loop for v in changed_request]),
         ("finish half, a changed capture", changed_finish),
         ("whole capture, changed (the two added)", [v - loop for v in whole]),
         ("request half, a repeated capture", [v - loop for v in repeat_request]),
         ("finish half, a repeated capture", repeat_finish),
         ("view construction only", [v - loop for v in measure(view_only, args.repeats, number)]),
     ]
-    print(f"python {sys.version.split()[0]}, {args.repeats} repeats x {number} requests")
     print(f"(loop overhead {loop:.3f} µs per iteration subtracted from the request half)")
     for name, values in rows:
         print(
@@ -254,14 +290,15 @@ def run(args: argparse.Namespace, base_url: str, flush_interval: float) -> None:
             f"   best {min(values):6.2f}   worst {max(values):6.2f}"
         )
     sender = capture.sender
-    assert sender is get_sender(application_id="bench-application-id", base_url=base_url)
+    assert sender is get_sender(application_id=application_id, base_url=base_url)
     if base_url == UNUSED_URL:
         # Nothing listens there: the exit flush would only warn about undelivered users.
         logging.getLogger("moesif_users_middleware").setLevel(logging.CRITICAL)
     else:
         assert sender.flush(timeout=30), "the collector did not receive everything"
-    stats = sender.stats()
-    print("sender: " + ", ".join(f"{key}={value}" for key, value in stats.items()))
+    for kind in ("users", "companies"):
+        stats = sender.stats(kind)
+        print(f"sender, {kind}: " + ", ".join(f"{key}={value}" for key, value in stats.items()))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
-"""Collector throughput: users/s for 100-user batches over loopback HTTP.
+"""Collector throughput: users/s (or companies/s) for 100-record batches over loopback HTTP.
 
 Starts ``moesif_users_middleware.collector.serve`` in a subprocess on 127.0.0.1 (a new
 database in a temporary directory), then per repeat, under a fresh application id:
-pass 1 creates N users, pass 2 updates the same users (metadata merge, a new session
-token, campaign fields). Bodies are serialized before timing, so the figures are the
-collector's (HTTP + JSON + validation + merge + SQLite), not the client's.
+pass 1 creates N users (or companies, with ``--kind companies``), pass 2 updates the same
+records (metadata merge, a new session token, campaign fields). Bodies are serialized
+before timing, so the figures are the collector's (HTTP + JSON + validation + merge +
+SQLite), not the client's.
 
-    python benchmarks/bench_collector.py [--batches 200] [--batch-size 100] [--repeats 5]
-                                          [--gzip]
+    python benchmarks/bench_collector.py [--kind users|companies] [--batches 200]
+                                          [--batch-size 100] [--repeats 5] [--gzip]
 """
 
 from __future__ import annotations
@@ -65,11 +66,45 @@ def make_user(index: int, second_pass: bool) -> dict[str, Any]:
     return user
 
 
-def make_bodies(batches: int, size: int, second_pass: bool, compress: bool) -> list[bytes]:
+def make_company(index: int, second_pass: bool) -> dict[str, Any]:
+    """A company shaped like the Companies API reference's example, varied by ``index``."""
+    company: dict[str, Any] = {
+        "company_id": f"company-{index:07d}",
+        "company_domain": f"company{index}.example",
+        "session_token": f"key-{index}-{'b' if second_pass else 'a'}",
+        "ip_address": f"10.{index % 256}.{(index // 256) % 256}.{index % 7}",
+        "metadata": {
+            "org_name": f"Company {index}, Inc",
+            "plan_name": "Free",
+            "mrr": 24000 + index,
+            "demographics": {"alexa_ranking": 500000 + index, "employee_count": 47},
+        },
+    }
+    if second_pass:
+        company["campaign"] = {"utm_source": "google", "utm_medium": "cpc"}
+        company["metadata"] = {"demographics": {"employee_count": 52}, "plan_name": "Pro"}
+    else:
+        company["campaign"] = {
+            "utm_source": "google",
+            "utm_medium": "cpc",
+            "utm_campaign": "adwords",
+        }
+    return company
+
+
+# What each kind's records look like, and which of them the check reads back.
+MAKERS = {"users": make_user, "companies": make_company}
+PROBES = {"users": "user-0000001", "companies": "company-0000001"}
+
+
+def make_bodies(
+    kind: str, batches: int, size: int, second_pass: bool, compress: bool
+) -> list[bytes]:
+    make = MAKERS[kind]
     bodies = []
     for batch in range(batches):
-        users = [make_user(batch * size + i, second_pass) for i in range(size)]
-        body = json.dumps(users, separators=(",", ":")).encode()
+        records = [make(batch * size + i, second_pass) for i in range(size)]
+        body = json.dumps(records, separators=(",", ":")).encode()
         bodies.append(gzip.compress(body, 6) if compress else body)
     return bodies
 
@@ -101,39 +136,51 @@ def start_server(db_path: Path, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("collector did not start")
 
 
-def run_pass(client: httpx.Client, headers: dict[str, str], bodies: list[bytes]) -> float:
+def run_pass(
+    client: httpx.Client, kind: str, headers: dict[str, str], bodies: list[bytes]
+) -> float:
     start = time.perf_counter()
     for body in bodies:
-        response = client.post("/v1/users/batch", content=body, headers=headers)
+        response = client.post(f"/v1/{kind}/batch", content=body, headers=headers)
         if response.status_code != 201:
             raise RuntimeError(f"unexpected {response.status_code}: {response.text[:200]}")
     return time.perf_counter() - start
 
 
-def check_stored(client: httpx.Client, headers: dict[str, str], users: int) -> None:
+def check_stored(client: httpx.Client, kind: str, headers: dict[str, str], count: int) -> None:
     """Fail loudly unless both passes were stored and merged."""
-    stats = client.get("/v1/_stats", headers=headers).json()
-    profile = client.get("/v1/users/user-0000001", headers=headers).json()
-    if (stats["users"], stats["records"]) != (users, 2 * users):
+    stats = client.get("/v1/_stats", params={"kind": kind}, headers=headers).json()
+    profile = client.get(f"/v1/{kind}/{PROBES[kind]}", headers=headers).json()
+    if (stats[kind], stats["records"]) != (count, 2 * count):
         raise RuntimeError(f"unexpected stats {stats}")
-    if profile["session_tokens"] != ["tok-1-a", "tok-1-b"] or profile["metadata"] != {
-        **make_user(1, False)["metadata"],
-        "sales_info": {**make_user(1, False)["metadata"]["sales_info"], "stage": "Customer"},
-        "plan": "pro",
-    }:
+    first, second = MAKERS[kind](1, False), MAKERS[kind](1, True)
+    expected = _deep_merge(first["metadata"], second["metadata"])
+    tokens = [first["session_token"], second["session_token"]]
+    if profile["session_tokens"] != tokens or profile["metadata"] != expected:
         raise RuntimeError(f"unexpected profile {profile}")
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        current = merged.get(key)
+        if isinstance(current, dict) and isinstance(value, dict):
+            value = _deep_merge(current, value)
+        merged[key] = value
+    return merged
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=sorted(MAKERS), default="users")
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--gzip", action="store_true", help="send gzip bodies, like the sender")
     args = parser.parse_args()
-    users = args.batches * args.batch_size
-    create_bodies = make_bodies(args.batches, args.batch_size, False, args.gzip)
-    update_bodies = make_bodies(args.batches, args.batch_size, True, args.gzip)
+    kind, count = args.kind, args.batches * args.batch_size
+    create_bodies = make_bodies(kind, args.batches, args.batch_size, False, args.gzip)
+    update_bodies = make_bodies(kind, args.batches, args.batch_size, True, args.gzip)
     extra = {"Content-Encoding": "gzip"} if args.gzip else {}
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,21 +192,21 @@ def main() -> None:
                 for _ in range(args.repeats):
                     app_id = "bench-" + uuid.uuid4().hex
                     headers = {"X-Moesif-Application-Id": app_id, **extra}
-                    creates.append(users / run_pass(client, headers, create_bodies))
-                    updates.append(users / run_pass(client, headers, update_bodies))
-                    check_stored(client, headers, users)
+                    creates.append(count / run_pass(client, kind, headers, create_bodies))
+                    updates.append(count / run_pass(client, kind, headers, update_bodies))
+                    check_stored(client, kind, headers, count)
         finally:
             process.terminate()
             process.wait(10)
 
     body_kind = "gzip" if args.gzip else "plain"
     print(
-        f"collector: {args.batches} batches x {args.batch_size} users ({body_kind} JSON), "
+        f"collector: {args.batches} batches x {args.batch_size} {kind} ({body_kind} JSON), "
         f"{args.repeats} repeats"
     )
     for label, rates in (("create", creates), ("update", updates)):
         print(
-            f"  {label}: median {statistics.median(rates):,.0f} users/s "
+            f"  {label}: median {statistics.median(rates):,.0f} {kind}/s "
             f"(min {min(rates):,.0f}, max {max(rates):,.0f})"
         )
 

@@ -10,6 +10,10 @@
   ``send=False`` (message built and validated, never queued) as its lower bound.
 - ``coalesce``: 1,000,000 updates (each different) over 1,000 users into a loopback sink;
   records and POSTs per flush window (per send cycle of the sender, timed from inside).
+  Then 1,000,000 requests through the capture pipeline (``Capture.capture``, the hooks
+  ``identify_user``, ``identify_company``, ``get_metadata`` with a new value on each
+  request, ``get_company_domain`` and ``get_company_metadata``) over the same 1,000
+  users in 100 companies: user and company records per flush window.
 - ``memory``: in a subprocess, 1,000,000 distinct users (fresh nested dicts each) queued
   with the API down (nothing listening) and default options; peak RSS growth
   (``ru_maxrss``, and Linux ``VmHWM``, which a big parent process cannot inflate) and the
@@ -22,6 +26,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import logging
@@ -35,6 +40,7 @@ import textwrap
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -44,6 +50,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from moesif_users_middleware._delivery import worker as worker_module  # noqa: E402
 from moesif_users_middleware.sender import _reset_senders_for_tests, get_sender  # noqa: E402
 
 REFERENCE_USER: dict[str, Any] = {
@@ -75,10 +82,10 @@ REFERENCE_USER: dict[str, Any] = {
 
 
 class Sink:
-    """Loopback HTTP sink: answers 200 to every POST, logs (time, records) per POST."""
+    """Loopback HTTP sink: answers 200 to every POST, logs (time, records, path) per POST."""
 
     def __init__(self) -> None:
-        self.posts: list[tuple[float, int]] = []
+        self.posts: list[tuple[float, int, str]] = []
         self.lock = threading.Lock()
         sink = self
 
@@ -95,7 +102,7 @@ class Sink:
                 except ValueError:
                     count = 0
                 with sink.lock:
-                    sink.posts.append((time.monotonic(), count))
+                    sink.posts.append((time.monotonic(), count, self.path))
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", "2")
@@ -200,49 +207,105 @@ def bench_hot(rounds: int, calls: int) -> None:
 # ------------------------------------------------------------------ coalescing
 
 
-def bench_coalesce(updates: int, users: int) -> None:
-    sink = Sink()
-    sender = get_sender("bench-" + uuid.uuid4().hex, sink.url)
-    cycles: list[tuple[float, float]] = []  # (start, end) of each send cycle = flush window
-    run_cycle = sender._cycle
+@contextlib.contextmanager
+def timed_cycles() -> Iterator[list[tuple[float, float]]]:
+    """Each send cycle's (start, end): the flush windows, timed from inside the worker."""
+    cycles: list[tuple[float, float]] = []
+    run_cycle = worker_module.run_cycle
 
-    def timed_cycle() -> None:
+    def timed(engine: Any, worker: Any) -> None:
         started = time.monotonic()
-        run_cycle()
+        run_cycle(engine, worker)
         cycles.append((started, time.monotonic()))
 
-    sender._cycle = timed_cycle  # type: ignore[method-assign]
-    base = REFERENCE_USER
-    started = time.perf_counter()
-    queue_user = sender.queue_user
-    for i in range(updates):
-        queue_user(
-            {
-                "user_id": f"user-{i % users}",
-                "company_id": base["company_id"],
-                "ip_address": f"10.0.{i % 250}.{i % 199}",
-                "metadata": {"email": base["metadata"]["email"], "requests": i},
-            }
-        )
-    queued = time.perf_counter() - started
-    delivered = sender.flush(timeout=60)
-    stats = sender.stats()
-    _reset_senders_for_tests()
-    sink.stop()
-    windows: list[list[int]] = [
-        [count for moment, count in sink.posts if start <= moment <= end] for start, end in cycles
+    worker_module.run_cycle = timed  # type: ignore[assignment]
+    try:
+        yield cycles
+    finally:
+        worker_module.run_cycle = run_cycle
+
+
+def report_windows(sink: Sink, cycles: list[tuple[float, float]], path: str, noun: str) -> None:
+    posts = [(moment, count) for moment, count, where in sink.posts if where == path]
+    windows = [
+        [count for moment, count in posts if start <= moment <= end] for start, end in cycles
     ]
     windows = [window for window in windows if window]
+    print(
+        f"  {noun}: {len(windows)} flush windows; records per window max "
+        f"{max(sum(w) for w in windows):,}; POSTs per window max {max(len(w) for w in windows)}; "
+        f"total {sum(c for _, c in posts):,} records in {len(posts)} POSTs"
+    )
+
+
+def bench_coalesce(updates: int, users: int, companies: int) -> None:
+    sink = Sink()
+    sender = get_sender("bench-" + uuid.uuid4().hex, sink.url)
+    base = REFERENCE_USER
+    with timed_cycles() as cycles:
+        started = time.perf_counter()
+        queue_user = sender.queue_user
+        for i in range(updates):
+            queue_user(
+                {
+                    "user_id": f"user-{i % users}",
+                    "company_id": base["company_id"],
+                    "ip_address": f"10.0.{i % 250}.{i % 199}",
+                    "metadata": {"email": base["metadata"]["email"], "requests": i},
+                }
+            )
+        queued = time.perf_counter() - started
+        delivered = sender.flush(timeout=60)
+    stats = sender.stats()
     print(f"coalescing: {updates:,} updates over {users:,} users (flush_interval 2 s, defaults)")
     print(f"  queueing took {queued:.2f} s ({queued / updates * 1e6:.2f} us per update)")
-    print(
-        f"  flush windows: {len(windows)}; records per window max "
-        f"{max(sum(w) for w in windows):,}; POSTs per window max {max(len(w) for w in windows)}"
+    report_windows(sink, cycles, "/v1/users/batch", "users")
+    print(f"  delivered={delivered}; coalesced={stats['coalesced']:,}")
+    bench_coalesce_requests(sink, updates, users, companies)
+    _reset_senders_for_tests()
+    sink.stop()
+
+
+def bench_coalesce_requests(sink: Sink, requests: int, users: int, companies: int) -> None:
+    from bench_capture import Request, User, environ_for
+
+    from moesif_users_middleware._capture.config import build_config
+    from moesif_users_middleware._capture.pipeline import Capture
+    from moesif_users_middleware._capture.request_view import EnvironView
+
+    def metadata(request: Any, response: Any) -> dict[str, Any]:
+        return {"email": request.user.email, "requests": request.user.visits}
+
+    config, _ = build_config(
+        {
+            "application_id": "bench-" + uuid.uuid4().hex,
+            "base_url": sink.url,
+            "identify_user": lambda request, response: str(request.user.id),
+            "identify_company": lambda request, response: f"company-{request.user.id % companies}",
+            "get_metadata": metadata,
+            "get_company_domain": lambda request, response: "example.com",
+            "get_company_metadata": lambda request, response: {"plan_name": "pro"},
+        }
     )
+    capture = Capture(config)
+    environ = environ_for("/v1/orders")
+    pool = [Request("/v1/orders", User(i)) for i in range(users)]
+    sink.posts.clear()
+    with timed_cycles() as cycles:
+        started = time.perf_counter()
+        for i in range(requests):
+            request = pool[i % users]
+            request.user.visits = i
+            capture.capture(EnvironView(environ, request, None))
+        elapsed = time.perf_counter() - started
+        delivered = capture.sender.flush(timeout=60)
     print(
-        f"  total: {sum(c for _, c in sink.posts):,} records in {len(sink.posts)} POSTs; "
-        f"delivered={delivered}; coalesced={stats['coalesced']:,}"
+        f"requests: {requests:,} over {users:,} users in {companies:,} companies, "
+        f"each with a new metadata value ({elapsed / requests * 1e6:.2f} us per request, wall time, the sender working meanwhile)"
     )
+    report_windows(sink, cycles, "/v1/users/batch", "users")
+    report_windows(sink, cycles, "/v1/companies/batch", "companies")
+    print(f"  delivered={delivered}")
 
 
 # -------------------------------------------------------------------- memory
@@ -404,6 +467,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--updates", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=1_000)
+    parser.add_argument("--companies", type=int, default=100)
     parser.add_argument("--memory-users", type=int, default=1_000_000)
     parser.add_argument("--e2e-users", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=100)
@@ -413,7 +477,7 @@ def main() -> None:
     if args.which in ("hot", "all"):
         bench_hot(args.rounds, args.calls)
     if args.which in ("coalesce", "all"):
-        bench_coalesce(args.updates, args.users)
+        bench_coalesce(args.updates, args.users, args.companies)
     if args.which in ("e2e", "all"):
         bench_e2e(args.e2e_users, args.batch_size)
 

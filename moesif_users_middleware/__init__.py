@@ -1,9 +1,9 @@
-"""Keep Moesif user profiles current from Django, Flask, WSGI and Starlette/FastAPI apps."""
+"""Keep Moesif user and company profiles current from Django, Flask, WSGI and Starlette/FastAPI apps."""
 
 from __future__ import annotations
 
 from .errors import ConfigurationError
-from .models import Campaign, User, ValidationError
+from .models import Campaign, Company, User, ValidationError
 from .sender import Sender, get_sender
 from .transport import ApiError, AsyncUsersClient, TransportError, UsersClient
 
@@ -11,6 +11,7 @@ __all__ = [
     "ApiError",
     "AsyncUsersClient",
     "Campaign",
+    "Company",
     "ConfigurationError",
     "Sender",
     "TransportError",

@@ -32,6 +32,8 @@ __all__ = [
     "flush_end",
     "registry",
     "registry_lock",
+    "route_every_sender",
+    "routed_transport",
     "sender_started",
     "shutdown_all",
     "track",
@@ -50,6 +52,7 @@ class _Sender(Protocol):
     def _finish_stop(self) -> None: ...
     def _after_fork(self) -> None: ...
     def _drain(self) -> None: ...
+    def _start_empty(self) -> None: ...
 
 
 registry: dict[tuple[str, str], Any] = {}  # (application id, base url) -> Sender
@@ -58,6 +61,8 @@ _every_sender: weakref.WeakSet[Any] = weakref.WeakSet()  # registered or not
 _hooks_registered = False
 _uwsgi_warned = False
 _exit_budget_end: float | None = None
+routed_transport: Any = None
+"""While set, every sender connects through this httpx transport (see ``route_every_sender``)."""
 
 
 def track(sender: _Sender) -> None:
@@ -111,6 +116,20 @@ def shutdown_all(timeout: float | None = None) -> None:
         sender._begin_stop(_within_exit_budget(now + seconds) or 0.0)
     for sender in senders:
         sender._finish_stop()
+
+
+def route_every_sender(transport: Any) -> None:
+    """Send every sender's requests, existing senders' and later ones', through ``transport``
+    (an httpx transport; ``None``: each sender's own again). For ``testing``.
+
+    Each existing sender stops at once and starts empty (what it held is dropped, and it
+    forgets what it delivered), so its next request takes the new route and nothing it
+    saw before counts as "unchanged" after it.
+    """
+    global routed_transport
+    routed_transport = transport
+    for sender in list(_every_sender):
+        sender._start_empty()
 
 
 def forget_all() -> list[Any]:

@@ -181,7 +181,16 @@ OPTIONS: tuple[Option, ...] = (
             "get_metadata",
             "get_campaign",
             "skip",
+            "get_company_domain",
+            "get_company_metadata",
         )
+    ),
+    Option(
+        "update_companies",
+        True,
+        "`True`",
+        "when a request has a company id, also update that company (see Companies)",
+        check=boolean,
     ),
     Option(
         "trusted_proxies",
@@ -235,9 +244,18 @@ OPTIONS: tuple[Option, ...] = (
         "get_user_profile",
         None,
         "none",
-        "`get_user_profile(user)` builds the profile the `moesif_users_backfill` command "
-        "sends (see Bulk backfill)",
-        where="django",
+        "`get_user_profile(user)` builds a user's whole profile: at login (`update_on_login`) "
+        "and, in Django, for the `moesif_users_backfill` command (see Bulk backfill)",
+        where="django,flask",
+    ),
+    Option(
+        "update_on_login",
+        False,
+        "`False`",
+        "queue the user's profile when they log in (Django's `user_logged_in`, Flask-Login's), "
+        "with the login request's IP, user agent and campaign (see Profiles at login)",
+        where="django,flask",
+        check=boolean,
     ),
     Option(
         "enabled",
@@ -260,7 +278,9 @@ OPTIONS: tuple[Option, ...] = (
         "class or callable building the `request` hooks get from the environ",
         where="wsgi",
     ),
-    Option("batch_size", 100, "100", "users per POST", where="sender", check=integer(1)),
+    Option(
+        "batch_size", 100, "100", "users (or companies) per POST", where="sender", check=integer(1)
+    ),
     Option(
         "max_batch_bytes",
         _MIB,
@@ -273,7 +293,7 @@ OPTIONS: tuple[Option, ...] = (
         "max_queue_size",
         10_000,
         "10,000",
-        "distinct users pending; new users beyond it are dropped and counted",
+        "distinct users and companies pending; new ones beyond it are dropped and counted",
         where="sender",
         check=integer(1),
     ),
@@ -281,8 +301,8 @@ OPTIONS: tuple[Option, ...] = (
         "max_queue_bytes",
         16 * _MIB,
         "16 MiB",
-        "serialized bytes of all pending users (estimated from what was sent); new users "
-        "beyond it are dropped and counted",
+        "serialized bytes of all pending users and companies (estimated from what was "
+        "sent); new ones beyond it are dropped and counted",
         where="sender",
         check=integer(MIN_BATCH_BYTES),
     ),

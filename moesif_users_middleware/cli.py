@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_run_demo)
 
     send = commands.add_parser(
-        "send", help="send users from a JSON, JSON Lines or CSV file in batches"
+        "send", help="send users (or companies) from a JSON, JSON Lines or CSV file in batches"
     )
     try:
         from .backfill.command import configure_parser

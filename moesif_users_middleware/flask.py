@@ -74,6 +74,7 @@ from moesif_users_middleware._capture.config import (
 from moesif_users_middleware._capture.pipeline import Capture, user_id_from_object
 from moesif_users_middleware._capture.request_view import EnvironView
 from moesif_users_middleware._capture.wsgi_response import call_on_close
+from moesif_users_middleware._flask_login import FlaskLogins, listen_for_logins, login_profile
 from moesif_users_middleware._options import adapter_options
 
 __all__ = ["CONFIG_PREFIX", "EXTENSION_KEY", "FLASK_OPTIONS", "FlaskState", "MoesifUsers"]
@@ -111,21 +112,25 @@ class MoesifUsers:
             strict=given.get("strict", app.config.get(CONFIG_PREFIX + "STRICT")),
             strict_hint=f"strict=True or {CONFIG_PREFIX}STRICT",
         )
-        config, force_user_load = configured if configured is not None else (None, False)
-        state = FlaskState(app, config, force_user_load=force_user_load)
+        config, extras = configured if configured is not None else (None, {})
+        state = FlaskState(app, config, force_user_load=extras.get("force_user_load", False))
         app.extensions[EXTENSION_KEY] = state
         if state.capture is not None:
             app.after_request(state.after_request)
+            if extras.get("login_profile") is not None:
+                state.logins = listen_for_logins(app, state.capture, extras["login_profile"])
         return state
 
 
 def _configure(
     app_config: Mapping[str, Any], options: Mapping[str, Any]
-) -> tuple[CaptureConfig, bool]:
-    """The validated configuration and ``force_user_load``; raises ``ConfigurationError``."""
+) -> tuple[CaptureConfig, dict[str, Any]]:
+    """The validated configuration and the Flask-only options (``login_profile`` resolved
+    from ``update_on_login``); raises ``ConfigurationError``."""
     merged = {**options_from_app_config(app_config), **options}
     config, extras = build_config(merged, extra_options=FLASK_OPTIONS, sync_hooks="Flask")
-    return config, extras.get("force_user_load", False)
+    extras["login_profile"] = login_profile(config, extras)
+    return config, extras
 
 
 def options_from_app_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -185,6 +190,7 @@ class FlaskState:
         )
         self._uses_login: bool | None = None if self.flask_login is not None else False
         self.reads_jwt = config is not None and config.jwt_user_id_claim is not None
+        self.logins: FlaskLogins | None = None  # update_on_login's receiver, kept alive here
         self._run = self._record  # bound once, not per request
 
     def after_request(self, response: Response) -> Response:

@@ -1,8 +1,8 @@
-"""User and Campaign: the Users API's records, validated once, as plain data.
+"""User, Company and Campaign: the Users and Companies APIs' records, validated once, as plain data.
 
 The wire form (``to_dict()``) is exactly the reference's snake_case JSON. Internally the
-sender and the collector work on such dicts; :func:`normalize_user` turns any accepted
-input (a ``User`` or a ``dict``) into that form and raises :class:`ValidationError`
+sender and the collector work on such dicts; :func:`normalize_user` (and
+:func:`normalize_company`) turns any accepted input (a ``User`` or a ``dict``) into that form and raises :class:`ValidationError`
 naming the field at fault.
 
 ``ip_address`` must be an IPv4 or IPv6 address (what :func:`ipaddress.ip_address`
@@ -27,13 +27,16 @@ from .errors import ValidationError
 
 __all__ = [
     "CAMPAIGN_FIELDS",
+    "COMPANY_FIELDS",
     "USER_FIELDS",
     "Campaign",
+    "Company",
     "User",
     "ValidationError",
     "check_ip_address",
     "check_json_value",
     "normalize_campaign",
+    "normalize_company",
     "normalize_user",
     "parse_timestamp",
 ]
@@ -58,10 +61,16 @@ USER_FIELDS: tuple[str, ...] = (
     "campaign",
     "metadata",
 )
-_STRING_FIELDS: tuple[str, ...] = ("company_id", "session_token", "ip_address", "user_agent_string")
-_STRING_FIELD_SET = frozenset(_STRING_FIELDS)
+COMPANY_FIELDS: tuple[str, ...] = (
+    "company_id",
+    "company_domain",
+    "session_token",
+    "modified_time",
+    "ip_address",
+    "campaign",
+    "metadata",
+)
 _CAMPAIGN_FIELD_SET = frozenset(CAMPAIGN_FIELDS)
-_USER_FIELD_SET = frozenset(USER_FIELDS)
 MAX_ID_LENGTH = 1024
 MAX_METADATA_DEPTH = MAX_DEPTH
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -150,31 +159,55 @@ def normalize_campaign(value: object, field: str = "campaign") -> dict[str, str]
     return out or None
 
 
+@dataclass(frozen=True)
+class _RecordSpec:
+    """What tells one record kind's wire dict from another's: its fields and id."""
+
+    noun: str  # "user", in messages
+    model: type  # User or Company
+    id_field: str
+    fields: tuple[str, ...]
+    strings: frozenset[str]  # plain text fields besides the id (ip_address is checked as such)
+
+
 def normalize_user(value: object, field: str = "user") -> dict[str, Any]:
     """Validate a ``User`` or dict and return the wire dict (a new dict; input untouched).
 
     ``field`` prefixes nothing for top-level fields; it names the argument in the error
     for non-object input.
     """
+    return _normalize(value, field, _USER_SPEC)
+
+
+def normalize_company(value: object, field: str = "company") -> dict[str, Any]:
+    """Validate a ``Company`` or dict and return the wire dict (a new dict; input untouched)."""
+    return _normalize(value, field, _COMPANY_SPEC)
+
+
+def _normalize(value: object, field: str, spec: _RecordSpec) -> dict[str, Any]:
     if type(value) is not dict:
-        if isinstance(value, User):
-            return value.to_dict()
+        if isinstance(value, spec.model):
+            return _wire_copy(value)  # type: ignore[arg-type]
         if not isinstance(value, Mapping):
-            raise ValidationError(field, f"must be a User or an object, not {_kind(value)}")
-    user_id = value.get("user_id")
-    if type(user_id) is not str:
-        if user_id is None:
-            raise ValidationError("user_id", "is required")
-        raise ValidationError("user_id", f"must be a string, not {_kind(user_id)}")
-    if not user_id or user_id.isspace():
-        raise ValidationError("user_id", "must not be empty")
-    if len(user_id) > MAX_ID_LENGTH:
-        raise ValidationError("user_id", f"longer than {MAX_ID_LENGTH} characters")
-    out: dict[str, Any] = {"user_id": check_text(user_id, "user_id")}
+            raise ValidationError(
+                field, f"must be a {spec.model.__name__} or an object, not {_kind(value)}"
+            )
+    id_field = spec.id_field
+    record_id = value.get(id_field)
+    if type(record_id) is not str:
+        if record_id is None:
+            raise ValidationError(id_field, "is required")
+        raise ValidationError(id_field, f"must be a string, not {_kind(record_id)}")
+    if not record_id or record_id.isspace():
+        raise ValidationError(id_field, "must not be empty")
+    if len(record_id) > MAX_ID_LENGTH:
+        raise ValidationError(id_field, f"longer than {MAX_ID_LENGTH} characters")
+    out: dict[str, Any] = {id_field: check_text(record_id, id_field)}
+    strings = spec.strings
     for key, item in value.items():
-        if key == "user_id" or item is None:
+        if key == id_field or item is None:
             continue
-        if key in _STRING_FIELD_SET:
+        if key in strings:
             if type(item) is not str:
                 raise ValidationError(key, f"must be a string, not {_kind(item)}")
             out[key] = check_text(item, key) if key != "ip_address" else check_ip_address(item)
@@ -192,9 +225,10 @@ def normalize_user(value: object, field: str = "user") -> dict[str, Any]:
                 out["campaign"] = campaign
         elif key == "modified_time":
             out["modified_time"] = parse_timestamp(item)
-        elif key not in _USER_FIELD_SET:
+        elif key not in spec.fields:
             raise ValidationError(
-                str(key), f"unknown user field (expected one of {', '.join(USER_FIELDS)})"
+                str(key),
+                f"unknown {spec.noun} field (expected one of {', '.join(spec.fields)})",
             )
     return out
 
@@ -262,11 +296,68 @@ class User:
 
     def to_dict(self) -> dict[str, Any]:
         """The reference's JSON object (unset fields omitted)."""
-        wire: dict[str, Any] = self.__dict__["_wire"]
-        out = dict(wire)
-        if "campaign" in out:
-            out["campaign"] = dict(out["campaign"])
-        return out
+        return _wire_copy(self)
 
     def __repr__(self) -> str:
         return f"User(user_id={self.user_id!r}, company_id={self.company_id!r})"
+
+
+@dataclass(frozen=True)
+class Company:
+    """One company update for ``POST /v1/companies``; only ``company_id`` is required.
+
+    Users join a company through their ``company_id``. ``modified_time`` accepts a
+    ``datetime`` or an ISO-8601 string; ``campaign`` a ``Campaign`` or dict. Invalid
+    values raise ``ValidationError`` naming the field.
+    """
+
+    company_id: str
+    company_domain: str | None = None
+    session_token: str | None = None
+    modified_time: datetime | str | None = None
+    ip_address: str | None = None
+    campaign: Campaign | Mapping[str, Any] | None = None
+    metadata: Mapping[str, Any] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        data = normalize_company({name: getattr(self, name) for name in COMPANY_FIELDS})
+        if isinstance(self.campaign, Mapping):
+            object.__setattr__(self, "campaign", Campaign(**data.get("campaign", {})))
+        object.__setattr__(self, "_wire", data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Company:
+        """Build from the wire dict; unknown keys raise ``ValidationError``."""
+        return cls(**normalize_company(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The reference's JSON object (unset fields omitted)."""
+        return _wire_copy(self)
+
+    def __repr__(self) -> str:
+        return f"Company(company_id={self.company_id!r}, company_domain={self.company_domain!r})"
+
+
+def _wire_copy(record: User | Company) -> dict[str, Any]:
+    """A copy of a model's validated wire dict (the campaign copied too: callers may edit it)."""
+    wire: dict[str, Any] = record.__dict__["_wire"]
+    out = dict(wire)
+    if "campaign" in out:
+        out["campaign"] = dict(out["campaign"])
+    return out
+
+
+_USER_SPEC = _RecordSpec(
+    "user",
+    User,
+    "user_id",
+    USER_FIELDS,
+    frozenset(("company_id", "session_token", "ip_address", "user_agent_string")),
+)
+_COMPANY_SPEC = _RecordSpec(
+    "company",
+    Company,
+    "company_id",
+    COMPANY_FIELDS,
+    frozenset(("company_domain", "session_token", "ip_address")),
+)

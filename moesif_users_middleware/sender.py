@@ -1,9 +1,10 @@
 """The shared background sender: one per process and (application id, base url).
 
-``get_sender(...)`` returns it; ``queue_user`` / ``queue_users`` validate and return at
-once (``True`` if accepted, ``False`` if dropped because the buffer is full). A daemon
-thread, started on first use, coalesces pending updates per user, skips updates
-identical to the last one delivered, and POSTs batches to ``/v1/users/batch`` with
+``get_sender(...)`` returns it; ``queue_user`` / ``queue_users`` (and ``queue_company``
+/ ``queue_companies``) validate and return at once (``True`` if accepted, ``False`` if
+dropped because the buffer is full). A daemon thread, started on first use, coalesces
+pending updates per user (and per company), skips updates identical to the last one
+delivered, and POSTs batches to ``/v1/users/batch`` (``/v1/companies/batch``) with
 retries. Every record carries ``modified_time``: the moment of the newest update merged
 into it. The work is done by the delivery engine (:mod:`._delivery`); this module is its
 facade and the registry. See :mod:`._options` for the options.
@@ -41,14 +42,15 @@ import httpx
 
 from . import _lifecycle
 from ._delivery.engine import Engine
-from ._delivery.kinds import USERS
+from ._delivery.kinds import COMPANIES, KINDS, USERS
 from ._delivery.options import SENDER_OPTIONS, SenderOptions, validate_sender_options
 from ._delivery.retry import DEFAULT_RETRY, RetryPolicy
 from ._lifecycle import drain_all, flush_all, shutdown_all
 from ._options import redact, resolve_application_id, resolve_base_url
 from ._ratelimit import RateLimitedLog
-from .models import normalize_user
-from .transport import UsersClient, normalize_users
+from .errors import ValidationError
+from .models import normalize_company, normalize_user
+from .transport import UsersClient, normalize_companies, normalize_users
 
 __all__ = [
     "SENDER_OPTIONS",
@@ -116,6 +118,20 @@ class Sender:
         self._check_fork()
         return self._engine.queue_direct(USERS, normalize_users(users))
 
+    def queue_company(self, company: Any) -> bool:
+        """Validate one company (``Company`` or dict) and queue it; ``False`` if dropped.
+
+        Companies coalesce per ``company_id`` under the same rules as users and go to
+        ``/v1/companies/batch`` in batches of their own.
+        """
+        self._check_fork()
+        return self._engine.queue_direct(COMPANIES, [normalize_company(company)])
+
+    def queue_companies(self, companies: Iterable[Any]) -> bool:
+        """Validate every company first (``companies[3].company_id`` in errors), then queue them."""
+        self._check_fork()
+        return self._engine.queue_direct(COMPANIES, normalize_companies(companies))
+
     def flush(self, timeout: float | None = None) -> bool:
         """Send everything pending now; ``True`` once it was all delivered.
 
@@ -159,14 +175,18 @@ class Sender:
         self._begin_stop(_lifecycle.flush_end(seconds) or 0.0)
         self._finish_stop()
 
-    def stats(self) -> dict[str, int]:
-        """Counters since the sender started (in this process)."""
+    def stats(self, kind: str | None = None) -> dict[str, int]:
+        """Counters since the sender started (in this process), for both kinds summed, or
+        for one: ``stats("users")``, ``stats("companies")``."""
         self._check_fork()
-        return self._engine.stats()
+        if kind is not None and kind not in KINDS:
+            raise ValidationError("kind", f"must be one of {', '.join(KINDS)}, not {kind!r}")
+        return self._engine.stats(kind)
 
     @property
     def pending(self) -> int:
-        """Users waiting to be sent or being sent (and captures not yet turned into updates)."""
+        """Users and companies waiting to be sent or being sent (and captures not yet
+        turned into updates)."""
         return self._engine.pending
 
     def __repr__(self) -> str:
@@ -214,7 +234,7 @@ class Sender:
         left = self._engine.worker.finish_stop()
         if left:
             _logger.warning(
-                "Moesif users sender stopped with %d user updates not delivered "
+                "Moesif users sender stopped with %d user and company updates not delivered "
                 "(shutdown_timeout reached or API unavailable)",
                 left,
             )
@@ -229,6 +249,19 @@ class Sender:
         self._engine.reset()  # the parent's client is abandoned, never closed, here
         self._warnings.reset()
 
+    def _start_empty(self) -> None:
+        """Stop now, dropping what is pending, and start empty (a new route, see
+        ``_lifecycle.route_every_sender``): the next connection takes the new route."""
+        self._check_fork()
+        worker = self._engine.worker
+        worker.begin_stop(0.0)
+        worker.finish_stop()
+        thread = worker.thread
+        if thread is not None:  # a request in flight: it ends within the request timeout
+            thread.join(self.options.timeout)
+        self._engine.reset()
+        self._warnings.reset()
+
     def _check_fork(self) -> None:
         # The at-fork hook resets every sender first; this covers a fork without it.
         if self._engine.pid != _getpid():
@@ -241,7 +274,7 @@ class Sender:
             self.base_url,
             timeout=options.timeout,
             gzip=options.gzip,
-            transport=self._transport,
+            transport=_lifecycle.routed_transport or self._transport,
         )
 
 

@@ -47,7 +47,11 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moesif_users_middleware._capture import hooks
-from moesif_users_middleware._capture.config import build_config, configure_or_disable
+from moesif_users_middleware._capture.config import (
+    HOOK_OPTIONS,
+    build_config,
+    configure_or_disable,
+)
 from moesif_users_middleware._capture.pipeline import Capture
 from moesif_users_middleware._capture.request_view import ScopeView
 
@@ -100,15 +104,7 @@ class MoesifUsersMiddleware:
         self.is_async = self.capture is not None and self.capture.has_async_hooks
         # Hooks get native objects; without hooks they are never built.
         self.builds_request = config is not None and any(
-            hook is not None
-            for hook in (
-                config.identify_user,
-                config.identify_company,
-                config.get_session_token,
-                config.get_metadata,
-                config.get_campaign,
-                config.skip,
-            )
+            getattr(config, name) is not None for name in HOOK_OPTIONS
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

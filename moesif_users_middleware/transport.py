@@ -1,7 +1,8 @@
-"""Direct calls to the Users API: ``UsersClient`` / ``AsyncUsersClient`` over one httpx pool.
+"""Direct calls to the Users and Companies APIs: ``UsersClient`` / ``AsyncUsersClient``.
 
 ``update_user`` posts one user to ``/v1/users``, ``update_users_batch`` a list to
-``/v1/users/batch``. Both validate their input first (``ValidationError`` naming the
+``/v1/users/batch``; ``update_company`` and ``update_companies_batch`` do the same for
+``/v1/companies`` and ``/v1/companies/batch``. All validate their input first (``ValidationError`` naming the
 field, ``users[3].user_id`` for a batch) and raise :class:`ApiError` for a non-2xx
 answer. Network failures (refused, reset, timed out) raise :class:`TransportError`, an
 ``ApiError`` whose ``status_code`` is ``None``; the original httpx exception is its
@@ -20,7 +21,7 @@ import asyncio
 import json
 import time
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -36,11 +37,13 @@ from ._transport.deadline import (
     deadline_transport,
 )
 from .errors import ApiError, TransportError
-from .models import ValidationError, normalize_user
+from .models import ValidationError, normalize_company, normalize_user
 
 __all__ = [
     "APPLICATION_ID_HEADER",
     "BATCH_PATH",
+    "COMPANY_BATCH_PATH",
+    "COMPANY_PATH",
     "DEFAULT_TIMEOUT",
     "GZIP_LEVEL",
     "GZIP_MIN_BYTES",
@@ -52,6 +55,7 @@ __all__ = [
     "UsersClient",
     "encode_body",
     "make_timeout",
+    "normalize_companies",
     "normalize_users",
     "parse_retry_after",
 ]
@@ -59,6 +63,8 @@ __all__ = [
 APPLICATION_ID_HEADER = "X-Moesif-Application-Id"
 USER_PATH = "/v1/users"
 BATCH_PATH = "/v1/users/batch"
+COMPANY_PATH = "/v1/companies"
+COMPANY_BATCH_PATH = "/v1/companies/batch"
 DEFAULT_TIMEOUT = 10.0
 GZIP_MIN_BYTES = 1024
 GZIP_LEVEL = 3  # chosen by benchmarks/bench_gzip.py (BENCHMARKS.md)
@@ -136,14 +142,26 @@ def compress(body: bytes) -> tuple[bytes, str | None]:
 
 def normalize_users(users: Iterable[Any]) -> list[dict[str, Any]]:
     """Validate every user of a batch; errors name the index (``users[3].user_id``)."""
-    if isinstance(users, (str, bytes, Mapping)) or not isinstance(users, Iterable):
-        raise ValidationError("users", f"must be a list of users, not {type(users).__name__}")
+    return _normalize_all(users, "users", normalize_user)
+
+
+def normalize_companies(companies: Iterable[Any]) -> list[dict[str, Any]]:
+    """Validate every company of a batch; errors name the index (``companies[3].company_id``)."""
+    return _normalize_all(companies, "companies", normalize_company)
+
+
+def _normalize_all(
+    records: Iterable[Any], name: str, normalize: Callable[[object, str], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    if isinstance(records, (str, bytes, Mapping)) or not isinstance(records, Iterable):
+        raise ValidationError(name, f"must be a list of {name}, not {type(records).__name__}")
     out: list[dict[str, Any]] = []
-    for index, user in enumerate(users):
+    prefix = f"{name}["
+    for index, record in enumerate(records):
         try:
-            out.append(normalize_user(user, f"users[{index}]"))
+            out.append(normalize(record, f"{name}[{index}]"))
         except ValidationError as exc:
-            field = exc.field if exc.field.startswith("users[") else f"users[{index}].{exc.field}"
+            field = exc.field if exc.field.startswith(prefix) else f"{name}[{index}].{exc.field}"
             raise ValidationError(field, exc.message) from None
     return out
 
@@ -195,6 +213,15 @@ class _ClientBase:
         """The request ``update_users_batch`` makes (``None`` for no users: nothing to send)."""
         records = normalize_users(users)
         return self._encode(BATCH_PATH, records) if records else None
+
+    def _company_post(self, company: Any) -> _Post:
+        """The request ``update_company`` makes for ``company`` (validated first)."""
+        return self._encode(COMPANY_PATH, normalize_company(company))
+
+    def _company_batch_post(self, companies: Iterable[Any]) -> _Post | None:
+        """The request ``update_companies_batch`` makes (``None``: nothing to send)."""
+        records = normalize_companies(companies)
+        return self._encode(COMPANY_BATCH_PATH, records) if records else None
 
     def _encode(self, path: str, payload: Any) -> _Post:
         body, encoding = encode_body(payload, gzip=self.gzip)
@@ -315,6 +342,16 @@ class UsersClient(_ClientBase):
         if post is not None:
             _raise_for(self.post_body(*post))
 
+    def update_company(self, company: Any) -> None:
+        """Create or update one company (``Company`` or dict); raises ``ApiError`` on failure."""
+        _raise_for(self.post_body(*self._company_post(company)))
+
+    def update_companies_batch(self, companies: Iterable[Any]) -> None:
+        """Create or update a list of companies in one request (an empty list sends nothing)."""
+        post = self._company_batch_post(companies)
+        if post is not None:
+            _raise_for(self.post_body(*post))
+
     def post_body(
         self,
         path: str,
@@ -382,6 +419,16 @@ class AsyncUsersClient(_ClientBase):
     async def update_users_batch(self, users: Iterable[Any]) -> None:
         """Create or update a list of users in one request (an empty list sends nothing)."""
         post = self._batch_post(users)
+        if post is not None:
+            _raise_for(await self.post_body(*post))
+
+    async def update_company(self, company: Any) -> None:
+        """Create or update one company (``Company`` or dict); raises ``ApiError`` on failure."""
+        _raise_for(await self.post_body(*self._company_post(company)))
+
+    async def update_companies_batch(self, companies: Iterable[Any]) -> None:
+        """Create or update a list of companies in one request (an empty list sends nothing)."""
+        post = self._company_batch_post(companies)
         if post is not None:
             _raise_for(await self.post_body(*post))
 

@@ -146,3 +146,13 @@ def explode(request: HttpRequest, response: HttpResponse) -> Any:
 def header_user(request: HttpRequest, response: HttpResponse) -> str | None:
     value = request.META.get("HTTP_X_USER")
     return value if isinstance(value, str) else None
+
+
+def company_domain_from_user(request: HttpRequest, response: HttpResponse) -> str:
+    user: Any = request.user
+    return "www." + str(user.email.partition("@")[2])
+
+
+async def acompany_metadata(request: HttpRequest, response: HttpResponse) -> dict[str, Any]:
+    await asyncio.sleep(0)
+    return {"plan": "enterprise", "seats": 12}

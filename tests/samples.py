@@ -43,3 +43,17 @@ REFERENCE_USER: dict[str, Any] = {
         },
     },
 }
+
+
+# The example company of the Companies API reference (POST /v1/companies).
+REFERENCE_COMPANY: dict[str, Any] = {
+    "company_id": "12345",
+    "company_domain": "acmeinc.com",
+    "campaign": {"utm_source": "google", "utm_medium": "cpc", "utm_campaign": "adwords"},
+    "metadata": {
+        "org_name": "Acme, Inc",
+        "plan_name": "Free",
+        "mrr": 24000,
+        "demographics": {"alexa_ranking": 500000, "employee_count": 47},
+    },
+}

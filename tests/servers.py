@@ -51,8 +51,32 @@ class CollectorHandle:
 
     def get_user(self, application_id: str, user_id: str) -> dict[str, Any] | None:
         """The stored profile, or ``None`` when the collector answers 404."""
+        return self._get("users", application_id, user_id)
+
+    def get_company(self, application_id: str, company_id: str) -> dict[str, Any] | None:
+        """The stored company profile, or ``None`` when the collector answers 404."""
+        return self._get("companies", application_id, company_id)
+
+    def list_users(self, application_id: str) -> list[dict[str, Any]]:
+        """Every profile stored for ``application_id``, ordered by user id."""
+        return self._list("users", application_id)
+
+    def list_companies(self, application_id: str) -> list[dict[str, Any]]:
+        """Every company stored for ``application_id``, ordered by company id."""
+        return self._list("companies", application_id)
+
+    def stats(self, application_id: str, kind: str = "users") -> dict[str, int]:
+        """``{"requests", "batches", "rejected", "records", kind}`` for the id."""
+        response = self.client.get(
+            "/v1/_stats", params={"kind": kind}, headers={APP_ID_HEADER: application_id}
+        )
+        response.raise_for_status()
+        stats: dict[str, int] = response.json()
+        return stats
+
+    def _get(self, kind: str, application_id: str, record_id: str) -> dict[str, Any] | None:
         # Encode "." too, or the client would resolve "." and ".." path segments.
-        path = "/v1/users/" + quote(user_id, safe="").replace(".", "%2E")
+        path = f"/v1/{kind}/" + quote(record_id, safe="").replace(".", "%2E")
         response = self.client.get(path, headers={APP_ID_HEADER: application_id})
         if response.status_code == 404:
             return None
@@ -60,12 +84,11 @@ class CollectorHandle:
         profile: dict[str, Any] = response.json()
         return profile
 
-    def list_users(self, application_id: str) -> list[dict[str, Any]]:
-        """Every profile stored for ``application_id``, ordered by user id."""
+    def _list(self, kind: str, application_id: str) -> list[dict[str, Any]]:
         profiles: list[dict[str, Any]] = []
         while True:
             response = self.client.get(
-                "/v1/users",
+                f"/v1/{kind}",
                 params={"limit": 1000, "offset": len(profiles)},
                 headers={APP_ID_HEADER: application_id},
             )
@@ -74,13 +97,6 @@ class CollectorHandle:
             profiles.extend(page)
             if len(page) < 1000:
                 return profiles
-
-    def stats(self, application_id: str) -> dict[str, int]:
-        """``{"requests", "batches", "rejected", "records", "users"}`` for the id."""
-        response = self.client.get("/v1/_stats", headers={APP_ID_HEADER: application_id})
-        response.raise_for_status()
-        stats: dict[str, int] = response.json()
-        return stats
 
     def close(self) -> None:
         self.client.close()

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moesif_users_middleware.backfill import readers
+from moesif_users_middleware.backfill.kinds import SEND_KINDS
 from moesif_users_middleware.backfill.readers import (
     MalformedInputError,
     Unparsed,
@@ -175,6 +176,42 @@ def test_csv_header_rules(tmp_path: Path) -> None:
     ]:
         with pytest.raises(MalformedInputError, match=message):
             header(bad)
+
+
+def test_csv_columns_follow_the_kind(tmp_path: Path) -> None:
+    companies = SEND_KINDS["companies"]
+    path = tmp_path / "companies.csv"
+    path.write_text(
+        "company_id,company_domain,session_token,modified_time,ip_address,"
+        "campaign.utm_source,metadata.mrr:int\n"
+        "c1,acme.test,tok,2024-01-02T03:04:05Z,::1,google,24000\n",
+        encoding="utf-8",
+    )
+    with open_reader(str(path), kind=companies) as reader:
+        [(line, value, _)] = list(reader)
+    assert (line, value) == (
+        2,
+        {
+            "company_id": "c1",
+            "company_domain": "acme.test",
+            "session_token": "tok",
+            "modified_time": "2024-01-02T03:04:05Z",
+            "ip_address": "::1",
+            "campaign": {"utm_source": "google"},
+            "metadata": {"mrr": 24000},
+        },
+    )
+    for header, message in [
+        ("company_id,user_agent_string", "unknown column 'user_agent_string'"),
+        ("user_id,company_id", "unknown column 'user_id'"),
+        ("company_domain,metadata.plan", "no company_id column"),
+    ]:
+        path.write_text(header + "\nx,y\n", encoding="utf-8")
+        with pytest.raises(MalformedInputError, match=message):
+            open_reader(str(path), kind=companies)
+    path.write_text("user_id,company_domain\nu1,acme.test\n", encoding="utf-8")
+    with pytest.raises(MalformedInputError, match="unknown column 'company_domain'"):
+        open_reader(str(path))  # users: the default kind
 
 
 def test_csv_typed_cells(tmp_path: Path) -> None:

@@ -259,7 +259,7 @@ def test_content_type_is_not_required(collector: CollectorHandle, app_id: str) -
 # --- 404 / 405 ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/nope", "/v1", "/v1/companies", "/v2/users", "/v1/users2"])
+@pytest.mark.parametrize("path", ["/nope", "/v1", "/v1/subscriptions", "/v2/users", "/v1/users2"])
 def test_unknown_routes_are_json_404(collector: CollectorHandle, app_id: str, path: str) -> None:
     for method in ("GET", "POST"):
         response = collector.client.request(method, path, headers={APP_ID_HEADER: app_id})

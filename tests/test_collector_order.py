@@ -359,12 +359,12 @@ def test_old_database_without_the_new_columns_is_migrated(
     server = fresh_collector(db)
     store = server.app.state.store
 
-    assert store.count_all_users() == 3
-    assert [p["user_id"] for _, p in store.list_all_users(limit=10)] == ["old-1", "old-2", "old-0"]
-    assert store.count_all_users(search="co") == 3
+    assert store.count_all() == 3
+    assert [p["user_id"] for _, p in store.list_all(limit=10)] == ["old-1", "old-2", "old-0"]
+    assert store.count_all(search="co") == 3
     handle = CollectorHandle(server)
     try:
         post(handle, "old-app", {"user_id": "old-0", "ip_address": "10.0.0.1"})
     finally:
         handle.close()
-    assert store.list_all_users(limit=1)[0][1]["user_id"] == "old-0"
+    assert store.list_all(limit=1)[0][1]["user_id"] == "old-0"

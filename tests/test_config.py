@@ -84,6 +84,7 @@ def test_every_option_is_accepted() -> None:
         "jwt_user_id_claim": "sub",
         "capture_campaign": False,
         "max_user_agent_length": 100,
+        "update_companies": False,
         "enabled": True,
         "strict": False,
         "batch_size": 10,

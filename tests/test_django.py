@@ -420,3 +420,46 @@ def test_streaming_response_still_streams(
     assert profile is not None
     # The capture ran before the first chunk was produced: nothing was buffered.
     assert profile["metadata"] == {"chunks_before_capture": 0, "streaming": True}
+
+
+def test_a_request_with_a_company_updates_the_company_too(
+    site: SiteFactory, app_id: str, collector: CollectorHandle
+) -> None:
+    web = site(
+        IDENTIFY_COMPANY=HOOKS + "company_from_user",
+        GET_COMPANY_DOMAIN=HOOKS + "company_domain_from_user",
+        GET_COMPANY_METADATA=HOOKS + "acompany_metadata",  # async def: awaited in both modes
+    )
+    domain = "co" + uuid.uuid4().hex[:8] + ".test"
+    user = make_user(domain)
+    web.login(user)
+
+    web.get("/awhoami" if web.mode == "async" else "/whoami", REMOTE_ADDR="203.0.113.9")
+
+    assert delivered(collector, app_id, user.pk) is not None
+    company = collector.client.get(
+        f"/v1/companies/{domain}", headers={"X-Moesif-Application-Id": app_id}
+    ).json()
+    assert company["company_domain"] == "www." + domain
+    assert company["metadata"] == {"plan": "enterprise", "seats": 12}
+    if web.mode == "sync":
+        assert company["ip_address"] == "203.0.113.9"
+
+
+def test_update_companies_false_sends_no_company(
+    site: SiteFactory, app_id: str, collector: CollectorHandle
+) -> None:
+    web = site(IDENTIFY_COMPANY=HOOKS + "company_from_user", UPDATE_COMPANIES=False)
+    domain = "co" + uuid.uuid4().hex[:8] + ".test"
+    user = make_user(domain)
+    web.login(user)
+
+    web.get("/awhoami" if web.mode == "async" else "/whoami")
+
+    profile = delivered(collector, app_id, user.pk)
+    assert profile is not None
+    assert profile["company_id"] == domain
+    answer = collector.client.get(
+        f"/v1/companies/{domain}", headers={"X-Moesif-Application-Id": app_id}
+    )
+    assert answer.status_code == 404

@@ -30,9 +30,11 @@ if TYPE_CHECKING:  # gunicorn imports this module too: keep its imports light
     from servers import CollectorHandle
 
 ROOT = Path(__file__).resolve().parents[1]
+APP_HEADER = "X-Moesif-Application-Id"
 USERS = [f"user{index}" for index in range(10)]
 LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
 MASTER_USER = "preloaded-in-master"
+MASTER_COMPANY = "company-of-the-master"
 
 
 def preloaded_app() -> Flask:
@@ -41,7 +43,9 @@ def preloaded_app() -> Flask:
 
     app = create_app(flush_interval=600)
     state = app.extensions["moesif_users"]
-    state.capture.sender.queue_user({"user_id": MASTER_USER, "metadata": {"pid": os.getpid()}})
+    sender = state.capture.sender
+    sender.queue_user({"user_id": MASTER_USER, "metadata": {"pid": os.getpid()}})
+    sender.queue_company({"company_id": MASTER_COMPANY, "metadata": {"pid": os.getpid()}})
     return app
 
 
@@ -184,3 +188,11 @@ def test_ten_users_arrive_after_sigterm(
         assert profile["metadata"]["email"] == f"{user}@co{user[-1]}.example"
     assert collector.get_user(app_id, MASTER_USER) is not None  # the master's own exit flush
     assert len(collector.list_users(app_id)) == len(USERS) + 1
+    companies = collector.client.get("/v1/companies", headers={APP_HEADER: app_id}).json()
+    by_id = {company["company_id"]: company for company in companies}
+    assert set(by_id) == {MASTER_COMPANY} | {f"co{user[-1]}" for user in USERS}
+    for user in USERS:
+        company = by_id[f"co{user[-1]}"]
+        assert company["session_tokens"] == [tokens[user]]
+        assert company["campaign"]["utm_source"] == "e2e"
+        assert company["metadata"]["org_name"] == f"co{user[-1]}"

@@ -20,7 +20,9 @@ NAME = PACKAGE.name
 PUBLIC = {
     "__init__.py",
     "__main__.py",
+    "aws_lambda.py",
     "backfill",
+    "celery.py",
     "cli.py",
     "collector",
     "django",
@@ -30,6 +32,7 @@ PUBLIC = {
     "py.typed",
     "sender.py",
     "starlette.py",
+    "testing",
     "transport.py",
     "wsgi.py",
 }
@@ -57,6 +60,10 @@ RANKS = {
     "flask": 8,
     "wsgi": 8,
     "starlette": 8,
+    "_flask_login": 8,
+    "aws_lambda": 8,
+    "celery": 8,
+    "testing": 8,
     "cli": 9,
     "__main__": 9,
     "_demo": 9,

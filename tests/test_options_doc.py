@@ -45,8 +45,9 @@ def test_every_option_has_one_row_and_a_doc_line() -> None:
         assert row.shown
         assert row.where in ("capture", "sender") or adapter_options(row.where.split(",")[0])
     assert set(SENDER_OPTIONS) <= set(CAPTURE_OPTIONS)
-    assert adapter_options("flask") == ("force_user_load",)
-    assert adapter_options("django") == ("force_user_load", "get_user_profile")
+    login = ("force_user_load", "get_user_profile", "update_on_login")
+    assert adapter_options("flask") == login
+    assert adapter_options("django") == login
     assert adapter_options("wsgi") == ("request_class",)
 
 

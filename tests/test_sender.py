@@ -344,7 +344,7 @@ def test_outage_then_recovery_loses_nothing(
     sender.queue_user({"user_id": "o1", "metadata": {"late": True}})
     server = fresh_collector(port=port)
     assert sender.flush(timeout=10) is True
-    store_profiles = server.app.state.store.list_users(_partition(app_id), limit=1000, offset=0)
+    store_profiles = server.app.state.store.list_profiles(_partition(app_id), limit=1000, offset=0)
     assert len(store_profiles) == 120
     by_id = {p["user_id"]: p for p in store_profiles}
     assert by_id["o1"]["metadata"] == {"i": 241, "late": True}

@@ -30,6 +30,7 @@ SCRIPT = textwrap.dedent(
     sender = get_sender(application_id=sys.argv[1], base_url=sys.argv[2], flush_interval=600)
     for number in range(5):
         sender.queue_user({"user_id": f"user-{number}", "metadata": {"n": number}})
+    sender.queue_company({"company_id": "company-0", "metadata": {"n": 0}})
     os.kill(os.getpid(), signal.SIGTERM)
     print("still running", flush=True)
     os._exit(3)  # skip atexit: only the SIGTERM flush may deliver
@@ -48,7 +49,12 @@ def run(app_id: str, url: str, previous: str, **env: str) -> subprocess.Complete
 
 
 def delivered(collector: CollectorHandle, app_id: str) -> int:
-    return len(collector.list_users(app_id))
+    """Users delivered; the one company must have arrived with them."""
+    users = len(collector.list_users(app_id))
+    company = collector.client.get(
+        "/v1/companies/company-0", headers={"X-Moesif-Application-Id": app_id}
+    )
+    return users if users == 0 or company.status_code == 200 else -1
 
 
 def test_default_action_still_kills_after_delivering(

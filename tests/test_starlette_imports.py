@@ -1,4 +1,5 @@
-"""Import isolation: the Starlette adapter imports no other framework; the package imports none."""
+"""Import isolation: the Starlette adapter imports no other framework; the package imports none;
+nothing imports Celery, Mangum or pytest unless the user asks for that integration."""
 
 from __future__ import annotations
 
@@ -71,3 +72,30 @@ def test_package_alone_imports_no_framework() -> None:
     modules = imported_modules("moesif_users_middleware", blocked)
     assert "moesif_users_middleware" in modules
     assert not roots(modules) & blocked
+
+
+INTEGRATIONS = {"celery", "kombu", "billiard", "mangum", "pytest", "_pytest"}
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "moesif_users_middleware",
+        "moesif_users_middleware.wsgi",
+        "moesif_users_middleware.aws_lambda",
+        "moesif_users_middleware.testing",
+        *(
+            f"moesif_users_middleware.{adapter}"
+            for adapter in ("django", "flask", "starlette")
+            if find_spec(adapter) is not None
+        ),
+    ],
+)
+def test_no_celery_mangum_or_pytest_unless_asked_for(module: str) -> None:
+    """Celery, Mangum and pytest come in only through moesif_users_middleware.celery and
+    the pytest plugin (testing.plugin); the Lambda wrapper and the recorder need none."""
+    modules = imported_modules(module, INTEGRATIONS)
+    assert module in modules
+    assert not roots(modules) & INTEGRATIONS
+    assert "moesif_users_middleware.celery" not in modules
+    assert "moesif_users_middleware.testing.plugin" not in modules

@@ -339,6 +339,8 @@ def test_raising_hook_leaves_response_untouched(
         raise RuntimeError(f"{hook_name} is broken")
 
     options: dict[str, Any] = {"identify_user": header_user}
+    if hook_name.startswith("get_company_"):  # called only for a request with a company
+        options["identify_company"] = lambda request, response: "co-raise"
     options[hook_name] = araising if is_async else raising
     before = capture_stats()
 

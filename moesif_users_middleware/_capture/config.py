@@ -66,12 +66,15 @@ class CaptureConfig:
     get_metadata: Hook | None
     get_campaign: Hook | None
     skip: Hook | None
+    get_company_domain: Hook | None
+    get_company_metadata: Hook | None
     trusted_proxies: tuple[str, ...] | None
     client_ip_headers: tuple[str, ...]
     session_token_headers: tuple[str, ...]
     jwt_user_id_claim: str | None
     capture_campaign: bool
     max_user_agent_length: int
+    update_companies: bool
     enabled: bool
     sender_options: Mapping[str, Any]
 
@@ -170,6 +173,7 @@ def build_config(
         label("session_token_headers"),
     )
     capture_campaign: bool = checked("capture_campaign")
+    update_companies: bool = checked("update_companies")
     sender_options = {name: options[name] for name in SENDER_OPTIONS if name in options}
     validate_sender_options(sender_options, label)
 
@@ -200,6 +204,7 @@ def build_config(
         jwt_user_id_claim=claim,
         capture_campaign=capture_campaign,
         max_user_agent_length=max_ua,
+        update_companies=update_companies,
         enabled=enabled,
         sender_options=MappingProxyType(sender_options),
         **hooks,

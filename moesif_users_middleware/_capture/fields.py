@@ -190,10 +190,32 @@ class Fields:
             return None
         return token
 
-    def _to_metadata(self, result: object) -> dict[str, Any] | None:
-        return self._checked_metadata(result)[0]
+    def _to_domain(self, result: object) -> str | None:
+        """``get_company_domain``'s result: text (stripped) of at most MAX_ID_LENGTH, or None."""
+        if type(result) is not str:
+            if result is None or result is FAILED or result is UNSET:
+                return None
+            self._wrong_type("get_company_domain", result, "a string or None")
+            return None
+        if not is_valid_text(result):
+            self._invalid("get_company_domain", "not text", "returned a domain that is not text")
+            return None
+        result = result.strip()
+        if len(result) > MAX_ID_LENGTH:
+            self._invalid(
+                "get_company_domain",
+                "oversize",
+                f"returned a domain longer than {MAX_ID_LENGTH} characters",
+            )
+            return None
+        return result or None
 
-    def _checked_metadata(self, result: object) -> tuple[dict[str, Any] | None, bool]:
+    def _to_metadata(self, result: object, name: str = "get_metadata") -> dict[str, Any] | None:
+        return self._checked_metadata(result, name)[0]
+
+    def _checked_metadata(
+        self, result: object, name: str = "get_metadata"
+    ) -> tuple[dict[str, Any] | None, bool]:
         """The metadata to send, and whether ``result`` was plain data (see plain_bound)."""
         if result is None or result is FAILED:
             return None, True
@@ -205,21 +227,19 @@ class Fields:
             metadata: dict[str, Any] = result  # type: ignore[assignment]
         else:
             if not isinstance(result, Mapping):
-                self._wrong_type("get_metadata", result, "a dict or None")
+                self._wrong_type(name, result, "a dict or None")
                 return None, False
             try:
                 metadata, bound = check_json(result, "metadata")
             except ValidationError as exc:
-                self._invalid(
-                    "get_metadata", "not JSON", f"returned metadata that is not JSON: {exc}"
-                )
+                self._invalid(name, "not JSON", f"returned metadata that is not JSON: {exc}")
                 return None, False
         if bound > MAX_METADATA_LENGTH:
             # The estimate is generous; measure before dropping.
             size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False))
             if size > MAX_METADATA_LENGTH:
                 self._invalid(
-                    "get_metadata",
+                    name,
                     "oversize",
                     f"returned metadata of {size} characters as JSON "
                     f"(limit {MAX_METADATA_LENGTH}): dropped",

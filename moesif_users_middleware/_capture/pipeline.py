@@ -1,8 +1,11 @@
-"""Turn one finished request into one queued user update (framework-neutral).
+"""Turn one finished request into a queued user update, and its company's (framework-neutral).
 
 Order: ``skip`` -> user id (``identify_user``, or the defaults) -> ``identify_company``
--> session token -> ``get_metadata`` -> campaign -> client IP -> user agent -> the
-sender. A request without a user id records nothing. Nothing here raises into the
+-> session token -> ``get_metadata`` -> campaign -> ``get_company_domain`` ->
+``get_company_metadata`` -> client IP -> user agent -> the sender. A request with a
+company id also updates that company (unless ``update_companies`` is off): its session
+token, client IP and campaign, and what the two company hooks return. A request
+without a user id records nothing (its hooks after ``identify_user`` are not called). Nothing here raises into the
 request: a hook that raises or returns the wrong type is counted and logged at most
 once a minute (see :mod:`.hooks`), and only its field is lost (for ``identify_user``,
 the whole update). ``skip`` fails closed: when it raises, returns an object whose truth
@@ -37,7 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._delivery.engine import Finished
-from .._delivery.kinds import USERS, RecordKind
+from .._delivery.kinds import COMPANIES, USERS, RecordKind
 from ..models import MAX_ID_LENGTH
 from ..sender import Sender, drain_all, get_sender
 from .client_ip import ClientIpResolver
@@ -77,12 +80,13 @@ _PLAIN_METADATA = frozenset({dict, type(None), Marker})
 _handed = itertools.count()
 _count_handed = _handed.__next__
 
-# What a request hands to the sender: (finish, kind, user id, company, token, metadata,
-# campaign, header snapshot, moment). A plain tuple, not a NamedTuple: building one costs
-# 0.06 us on the request path, a NamedTuple 0.4 us. The sender reads only the first three
-# and the last (see ``_delivery.engine``); the rest is this module's, read in ``_finish``.
+# What a request hands to the sender: (finish, kind, id, company, token, metadata,
+# campaign, company domain, company metadata, header snapshot, moment); the kind is
+# USERS. A plain tuple, not a NamedTuple: building one costs 0.06 us on the request path, a
+# NamedTuple 0.4 us. The sender reads only the first three and the last (see
+# ``_delivery.engine``); the rest is this module's, read in ``_finish``.
 Deferred = tuple[
-    Callable[[Any], "Finished | None"], RecordKind, str, Any, Any, Any, Any, Any, float
+    Callable[[Any], "Finished | None"], RecordKind, str, Any, Any, Any, Any, Any, Any, Any, float
 ]
 
 
@@ -117,6 +121,11 @@ class Capture(Fields):
         self._get_session_token = config.get_session_token
         self._get_metadata = config.get_metadata
         self._get_campaign = config.get_campaign
+        self._update_companies = config.update_companies
+        # A company id can only come from identify_company: without it there is no company.
+        self._companies = config.update_companies and config.identify_company is not None
+        self._get_company_domain = config.get_company_domain if self._companies else None
+        self._get_company_metadata = config.get_company_metadata if self._companies else None
         self._token_headers = config.session_token_headers
         self._jwt_claim = config.jwt_user_id_claim
         self._capture_campaign = config.capture_campaign
@@ -210,6 +219,21 @@ class Capture(Fields):
                     company = hook(request, response)
                 except Exception as exc:
                     company = self._raised("identify_company", exc)
+            domain: Any = UNSET
+            company_metadata: Any = UNSET
+            if self._companies and company is not None and company is not FAILED:
+                hook = self._get_company_domain
+                if hook is not None:
+                    try:
+                        domain = hook(request, response)
+                    except Exception as exc:
+                        domain = self._raised("get_company_domain", exc)
+                hook = self._get_company_metadata
+                if hook is not None:
+                    try:
+                        company_metadata = hook(request, response)
+                    except Exception as exc:
+                        company_metadata = self._raised("get_company_metadata", exc)
             token: Any = UNSET
             hook = self._get_session_token
             if hook is not None:
@@ -231,7 +255,9 @@ class Capture(Fields):
                     campaign = hook(request, response)
                 except Exception as exc:
                     campaign = self._raised("get_campaign", exc)
-            return self._defer(view, user_id, company, token, metadata, campaign)
+            return self._defer(
+                view, user_id, company, token, metadata, campaign, domain, company_metadata
+            )
         except Exception as exc:
             self._internal_error(exc)
             return False
@@ -260,21 +286,27 @@ class Capture(Fields):
         )
         if user_id is None:
             return False
-        company, token, metadata, campaign = (
-            self._identify_company,
-            self._get_session_token,
-            self._get_metadata,
-            self._get_campaign,
-        )
+        hook = self._identify_company
+        company = UNSET if hook is None else await call("identify_company", hook, request, response)
+        domain: Any = UNSET
+        company_metadata: Any = UNSET
+        if self._companies and company is not None and company is not FAILED:
+            hook = self._get_company_domain
+            if hook is not None:
+                domain = await call("get_company_domain", hook, request, response)
+            hook = self._get_company_metadata
+            if hook is not None:
+                company_metadata = await call("get_company_metadata", hook, request, response)
+        token, metadata, campaign = self._get_session_token, self._get_metadata, self._get_campaign
         return self._defer(
             view,
             user_id,
-            UNSET
-            if company is None
-            else await call("identify_company", company, request, response),
+            company,
             UNSET if token is None else await call("get_session_token", token, request, response),
             UNSET if metadata is None else await call("get_metadata", metadata, request, response),
             UNSET if campaign is None else await call("get_campaign", campaign, request, response),
+            domain,
+            company_metadata,
         )
 
     async def _acall(self, name: str, hook: Hook, request: Any, response: Any) -> Any:
@@ -300,6 +332,8 @@ class Capture(Fields):
         token: object,
         metadata: object,
         campaign: object,
+        domain: object,
+        company_metadata: object,
     ) -> bool:
         """Hand the hooks' results and a snapshot of the request to the sender.
 
@@ -314,6 +348,10 @@ class Capture(Fields):
             metadata = self._to_metadata(metadata)
         if campaign is not UNSET and campaign is not None and campaign is not FAILED:
             campaign = self._to_campaign(campaign)
+        if type(domain) not in _PLAIN_IDS:
+            domain = self._to_domain(domain)
+        if type(company_metadata) not in _PLAIN_METADATA:
+            company_metadata = self._to_metadata(company_metadata, "get_company_metadata")
         sender = self._sender
         if sender is None:
             sender = self.sender
@@ -326,6 +364,8 @@ class Capture(Fields):
                 token,
                 metadata,
                 campaign,
+                domain,
+                company_metadata,
                 view.snapshot(self._snapshot_spec),
                 _now(),  # the update's moment, sent as its modified_time
             )
@@ -346,25 +386,56 @@ class Capture(Fields):
             return None
 
     def _finish(self, item: Deferred) -> Finished:
-        _, _, user_id, company, token, metadata, campaign, snapshot, _ = item
-        view = SnapshotView(self._snapshot_spec, snapshot)
-        record: dict[str, Any] = {"user_id": user_id}
+        (_, _, record_id, company, token, metadata, campaign, domain, company_metadata) = item[:9]
+        view = SnapshotView(self._snapshot_spec, item[9])
         if (
             type(company) is str
             and 0 < len(company) <= MAX_ID_LENGTH
             and company.isascii()
             and not company.isspace()
         ):
-            record["company_id"] = company  # the common case of _to_id, inline
+            company_id: str | None = company  # the common case of _to_id, inline
         elif company is not UNSET:
             company = self._to_id("identify_company", company)
-            if company is not None and company is not FAILED:
-                record["company_id"] = company
+            company_id = company if type(company) is str else None
+        else:
+            company_id = None
         header = view.header
         token = self._default_token(header) if token is UNSET else self._to_token(token)
+        ip = self._resolver.resolve(view.peer, header)
+        if campaign is UNSET:
+            campaign = self._default_campaign(view, header) if self._capture_campaign else None
+        else:
+            campaign = self._to_campaign(campaign)
+        user = self._user_record(record_id, company_id, token, ip, header, campaign)
+        plain = True
+        if metadata is not UNSET:
+            metadata, plain = self._checked_metadata(metadata)
+            if metadata is not None:
+                user["metadata"] = metadata
+        records: list[tuple[RecordKind, dict[str, Any]]] = [(USERS, user)]
+        if company_id is not None and self._update_companies:
+            company_record, company_plain = self._company_record(
+                company_id, token, ip, campaign, domain, company_metadata
+            )
+            records.append((COMPANIES, company_record))
+            plain = plain and company_plain
+        return Finished(records, plain)
+
+    def _user_record(
+        self,
+        user_id: str,
+        company_id: str | None,
+        token: str | None,
+        ip: str | None,
+        header: Callable[[str], str | None],
+        campaign: dict[str, str] | None,
+    ) -> dict[str, Any]:
+        record: dict[str, Any] = {"user_id": user_id}
+        if company_id is not None:
+            record["company_id"] = company_id
         if token is not None:
             record["session_token"] = token
-        ip = self._resolver.resolve(view.peer, header)
         if ip is not None:
             record["ip_address"] = ip
         agent = header("user-agent")
@@ -375,15 +446,33 @@ class Capture(Fields):
                     "user agent", "oversize", f"User-Agent cut to {self._max_ua} characters"
                 )
             record["user_agent_string"] = agent
-        if campaign is UNSET:
-            campaign = self._default_campaign(view, header) if self._capture_campaign else None
-        else:
-            campaign = self._to_campaign(campaign)
         if campaign is not None:
             record["campaign"] = campaign
+        return record
+
+    def _company_record(
+        self,
+        company_id: str,
+        token: str | None,
+        ip: str | None,
+        campaign: dict[str, str] | None,
+        domain: object,
+        metadata: object,
+    ) -> tuple[dict[str, Any], bool]:
+        """The company's update from the same request, and whether it was plain data."""
+        record: dict[str, Any] = {"company_id": company_id}
+        if token is not None:
+            record["session_token"] = token
+        if ip is not None:
+            record["ip_address"] = ip
+        if campaign is not None:
+            record["campaign"] = campaign
+        domain = self._to_domain(domain)
+        if domain is not None:
+            record["company_domain"] = domain
         plain = True
         if metadata is not UNSET:
-            metadata, plain = self._checked_metadata(metadata)
+            metadata, plain = self._checked_metadata(metadata, "get_company_metadata")
             if metadata is not None:
                 record["metadata"] = metadata
-        return Finished(((USERS, record),), plain)
+        return record, plain

@@ -24,6 +24,7 @@ from typing import Any
 
 from .._merge import merge_update
 from .kinds import Key
+from .tally import Tally, new_tallies, total
 
 __all__ = ["MAX_TOKENS_PER_RECORD", "Entry", "PendingBuffer", "Timed"]
 
@@ -86,9 +87,19 @@ class PendingBuffer:
         self.bytes_per_record = float(_INITIAL_BYTES_PER_RECORD)
         self.slot_limit = max_records
         self.wake_slots = max(1, max_records // 2)
-        self.queued = 0
-        self.coalesced = 0
-        self.dropped = 0
+        self.tallies = new_tallies()  # the engine's counters too; queued/coalesced/dropped here
+
+    @property
+    def queued(self) -> int:
+        return total(self.tallies.values(), "queued")
+
+    @property
+    def coalesced(self) -> int:
+        return total(self.tallies.values(), "coalesced")
+
+    @property
+    def dropped(self) -> int:
+        return total(self.tallies.values(), "dropped")
 
     @property
     def bound(self) -> str:
@@ -104,23 +115,29 @@ class PendingBuffer:
         stamp_text: str | None = None,
     ) -> bool:
         """Queue one validated record; ``False`` (and counted) when the buffer is full."""
+        tally = self.tallies[key[0]]
         entry = self.pending.get(key)
         if entry is None:
             if key not in self.inflight:
                 if self.slots >= self.slot_limit:
-                    self.dropped += 1
+                    tally.dropped += 1
                     return False
                 self.slots += 1
             self.pending[key] = Entry(record, id_field, stamp, stamp_text)
-            self.queued += 1
+            tally.queued += 1
             return True
-        self.queued += 1
-        self.coalesced += 1
-        self.coalesce(entry, record, stamp, stamp_text)
+        tally.queued += 1
+        tally.coalesced += 1
+        self.coalesce(entry, record, stamp, stamp_text, tally)
         return True
 
     def coalesce(
-        self, entry: Entry, record: dict[str, Any], stamp: float, stamp_text: str | None
+        self,
+        entry: Entry,
+        record: dict[str, Any],
+        stamp: float,
+        stamp_text: str | None,
+        tally: Tally,
     ) -> None:
         """Merge the newest update given for a pending key into its entry."""
         entry.touch(stamp, stamp_text)
@@ -132,10 +149,10 @@ class PendingBuffer:
                 return
         except Exception:  # a value that cannot be compared: merge it, never lose it
             pass
-        self._merge_over(entry, record)
+        self._merge_over(entry, record, tally)
         entry.last = record
 
-    def _merge_over(self, entry: Entry, record: dict[str, Any]) -> None:
+    def _merge_over(self, entry: Entry, record: dict[str, Any], tally: Tally) -> None:
         """Merge ``record`` over ``entry`` (it wins every field it has)."""
         current = entry.record
         token = record.get("session_token")
@@ -150,7 +167,7 @@ class PendingBuffer:
                 tokens.append(previous)
                 if len(tokens) > MAX_TOKENS_PER_RECORD:
                     del tokens[0]
-                    self.dropped += 1
+                    tally.dropped += 1
         entry.record = merge_update(current, record)
 
     def drain(self) -> dict[Key, Entry]:
@@ -170,12 +187,13 @@ class PendingBuffer:
         than (or as old as) the key's pending update goes *under* it; a newer one
         (possible only with explicit ``modified_time`` values) goes over it.
         """
+        tally = self.tallies[key[0]]
         for record, stamp, stamp_text in reversed(records):  # newest first: older tokens first
             entry = self.pending.get(key)
             if entry is None:
                 self.pending[key] = Entry(record, id_field, stamp, stamp_text)
             else:
-                self._merge_timed(entry, record, stamp, stamp_text)
+                self._merge_timed(entry, record, stamp, stamp_text, tally)
 
     def reassert(self, records: Iterable[tuple[Key, str, Timed]]) -> None:
         """Queue delivered records again under their newer stamps (see ``Unchanged.touch``).
@@ -186,17 +204,22 @@ class PendingBuffer:
         for key, id_field, (record, stamp, stamp_text) in records:
             entry = self.pending.get(key)
             if entry is not None:
-                self._merge_timed(entry, record, stamp, stamp_text)
+                self._merge_timed(entry, record, stamp, stamp_text, self.tallies[key[0]])
             elif key in self.inflight or self.slots < self.slot_limit:
                 if key not in self.inflight:
                     self.slots += 1
                 self.pending[key] = Entry(record, id_field, stamp, stamp_text)
 
     def _merge_timed(
-        self, entry: Entry, record: dict[str, Any], stamp: float, stamp_text: str | None
+        self,
+        entry: Entry,
+        record: dict[str, Any],
+        stamp: float,
+        stamp_text: str | None,
+        tally: Tally,
     ) -> None:
         if stamp > entry.stamp:
-            self._merge_over(entry, record)
+            self._merge_over(entry, record, tally)
             entry.touch(stamp, stamp_text)
             return
         token = record.get("session_token")
@@ -208,7 +231,7 @@ class PendingBuffer:
                 entry.tokens.insert(0, token)
                 if len(entry.tokens) > MAX_TOKENS_PER_RECORD:
                     del entry.tokens[0]
-                    self.dropped += 1
+                    tally.dropped += 1
         entry.record = merged
 
     def release(self, keys: Iterable[Key]) -> None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..transport import RawResponse, compress
 from .batches import Batch, Item, pack, serialize
 from .buffer import Entry, Timed
-from .kinds import KINDS, Key
+from .kinds import KINDS, Key, RecordKind
 from .post import Answer, Outcome, Part, deliver_split, post_with_retries, refusal
 
 if TYPE_CHECKING:
@@ -130,11 +130,14 @@ def _send(engine: Engine, worker: Worker, drained: dict[Key, Entry], state: _Cyc
     too_large = [item for _, large in packed.values() for item in large]
     with engine.lock:
         engine.buffer.observe(sum(len(item.text) for item in items), len(drained))
-        engine.skipped += len(skipped)
+        tallies = engine.tallies
         for item in skipped:
+            tallies[item.key[0]].skipped_unchanged += 1
             unchanged.touch(item.key, item.stamp, item.stamp_text)
-        engine.failed += len(errors)
-        engine.dropped += len(too_large)
+        for key, _, _ in errors:
+            tallies[key[0]].failed += 1
+        for item in too_large:
+            tallies[item.key[0]].dropped += 1
         _settle_locked(engine, state, skipped)
         _settle_locked(engine, state, too_large)
         _settle_locked(engine, state, [Item(key, record, "", False) for key, record, _ in errors])
@@ -158,30 +161,31 @@ def _send(engine: Engine, worker: Worker, drained: dict[Key, Entry], state: _Cyc
         )
     for kind, (batches, _) in packed.items():
         for batch in batches:
-            _deliver(engine, worker, KINDS[kind].batch_path, batch, state)
+            _deliver(engine, worker, KINDS[kind], batch, state)
 
 
-def _deliver(engine: Engine, worker: Worker, path: str, batch: Batch, state: _Cycle) -> None:
+def _deliver(engine: Engine, worker: Worker, kind: RecordKind, batch: Batch, state: _Cycle) -> None:
     """Send one batch (split on 413, less a record a 400 names) and settle every record."""
     items = batch.items
 
     def post(part: Part) -> Answer:
         if state.gave_up:
             return Answer(Outcome.GAVE_UP, problem="deadline")
-        return _post(engine, worker, path, [items[i] for i in part])
+        return _post(engine, worker, kind, [items[i] for i in part])
 
     def settle(part: Part, answer: Answer) -> None:
         if answer.outcome is Outcome.GAVE_UP:
             state.gave_up = True
         elif answer.outcome is not Outcome.SENT:
             _log_refused(engine, answer, len(part))
-        _settle(engine, state, [items[i] for i in part], answer.outcome)
+        _settle(engine, state, kind, [items[i] for i in part], answer.outcome)
 
     deliver_split(len(items), post, settle, bisect_unnamed=False)
 
 
-def _post(engine: Engine, worker: Worker, path: str, items: list[Item]) -> Answer:
+def _post(engine: Engine, worker: Worker, kind: RecordKind, items: list[Item]) -> Answer:
     """POST these records with retries inside the batch deadline."""
+    path = kind.batch_path
     body = ("[" + ",".join(item.text for item in items) + "]").encode("ascii")
     encoding: str | None = None
     options = engine.options
@@ -225,7 +229,7 @@ def _post(engine: Engine, worker: Worker, path: str, items: list[Item]) -> Answe
     )
     if answer.attempts > 1:
         with engine.lock:
-            engine.retries += answer.attempts - 1
+            engine.tallies[kind.name].retries += answer.attempts - 1
     if answer.outcome is Outcome.GAVE_UP and answer.problem not in ("", "deadline"):
         engine.warnings.warning(
             "unavailable",
@@ -236,12 +240,15 @@ def _post(engine: Engine, worker: Worker, path: str, items: list[Item]) -> Answe
     return answer
 
 
-def _settle(engine: Engine, state: _Cycle, items: list[Item], outcome: Outcome) -> None:
+def _settle(
+    engine: Engine, state: _Cycle, kind: RecordKind, items: list[Item], outcome: Outcome
+) -> None:
     now = _monotonic()
+    tally = engine.tallies[kind.name]
     with engine.lock:
         if outcome is Outcome.SENT:
-            engine.sent += len(items)
-            engine.batches += 1
+            tally.sent += len(items)
+            tally.batches += 1
             unchanged = engine.unchanged
             for item in items:
                 if item.main:
@@ -256,7 +263,7 @@ def _settle(engine: Engine, state: _Cycle, items: list[Item], outcome: Outcome) 
                 state.returns.merge_back(key, id_field, [item.timed for item in mine])
             state.requeued += len(items)
         else:
-            engine.failed += len(items)
+            tally.failed += len(items)
             state.lost = True
             engine.unchanged.forget_all()  # what was lost may be captured again
         _settle_locked(engine, state, items)

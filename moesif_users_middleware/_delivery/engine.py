@@ -33,6 +33,7 @@ from .kinds import Key, RecordKind
 from .options import SenderOptions
 from .retry import RetryPolicy
 from .spool import Spool, app_tag
+from .tally import COUNTERS, total
 from .unchanged import Unchanged
 from .worker import Connect, Worker
 
@@ -89,12 +90,7 @@ class Engine:
         self.buffer = PendingBuffer(options.max_queue_size, options.max_queue_bytes)
         memory = max(_MIN_MEMORY, options.max_queue_size)
         self.unchanged = Unchanged(memory, options.min_update_interval)
-        self.skipped = 0
-        self.sent = 0
-        self.batches = 0
-        self.retries = 0
-        self.failed = 0
-        self.dropped = 0
+        self.tallies = self.buffer.tallies  # per kind; see .tally
         if self.spool is not None:
             self.spool.abandon()  # a forked child: the parent's file stays the parent's
         spool_dir = options.spool_dir
@@ -125,7 +121,7 @@ class Engine:
             self.warnings.warning(
                 "queue-full",
                 "Moesif users sender: %d records pending (%s reached); updates for new "
-                "users are being dropped",
+                "users and companies are being dropped",
                 buffer.slots,
                 buffer.bound,
             )
@@ -195,8 +191,8 @@ class Engine:
         self.inbox_signalled = False
         unchanged = self.unchanged
         now = _monotonic()
-        repeats: dict[Key, float] = {}  # key -> the newest repeat's moment
-        repeated = 0
+        repeats: dict[Key, float] = {}  # record key -> the newest repeat's moment
+        repeated: dict[Key, int] = {}  # record key -> repeats of it
         while inbox and limit:
             limit -= 1
             item = inbox.popleft()
@@ -204,9 +200,11 @@ class Engine:
             try:
                 key = (item[1].name, item[2])
                 signature = item[:-1]
-                if unchanged.repeat(key, signature, now):
-                    repeats[key] = item[-1]
-                    repeated += 1
+                keys = unchanged.repeat(key, signature, now)
+                if keys is not None:
+                    for record_key in keys:
+                        repeats[record_key] = item[-1]
+                        repeated[record_key] = repeated.get(record_key, 0) + 1
                     continue
                 finished = item[0](item)
                 if finished is None:
@@ -216,7 +214,10 @@ class Engine:
                 for kind, record in finished.records:
                     queued = self.queue(kind, record, item[-1], None) and queued
                 if queued and finished.repeatable:
-                    unchanged.remember(key, signature, now)
+                    keys = tuple(
+                        (kind.name, record[kind.id_field]) for kind, record in finished.records
+                    )
+                    unchanged.remember(key, signature, now, keys)
                 else:
                     unchanged.forget(key)
             except Exception:  # never into a request that finishes a backlog
@@ -226,15 +227,16 @@ class Engine:
         if repeats:
             self._count_repeats(repeats, repeated)
 
-    def _count_repeats(self, repeats: dict[Key, float], count: int) -> None:
+    def _count_repeats(self, repeats: dict[Key, float], repeated: dict[Key, int]) -> None:
         """Repeats count as queued and coalesced, and keep their moment: the pending record,
         or the delivered one (re-asserted later, see ``Unchanged``), becomes that new."""
         with self.lock:
-            buffer = self.buffer
-            buffer.queued += count
-            buffer.coalesced += count
-            pending = buffer.pending
+            pending = self.buffer.pending
+            tallies = self.tallies
             for key, stamp in repeats.items():
+                tally = tallies[key[0]]
+                tally.queued += repeated[key]
+                tally.coalesced += repeated[key]
                 entry = pending.get(key)
                 if entry is not None:
                     entry.touch(stamp, None)
@@ -243,22 +245,17 @@ class Engine:
 
     # -- reading -------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, int]:
-        """The counters (deferred captures are finished first)."""
+    def stats(self, kind: str | None = None) -> dict[str, int]:
+        """The counters of one kind, or summed over all (deferred captures finished first)."""
         self.drain()
         with self.lock:
-            buffer = self.buffer
-            return {
-                "queued": buffer.queued,
-                "coalesced": buffer.coalesced,
-                "skipped_unchanged": self.skipped,
-                "sent": self.sent,
-                "batches": self.batches,
-                "retries": self.retries,
-                "failed": self.failed,
-                "dropped": buffer.dropped + self.dropped,
-                "spooled": 0 if self.spool is None else self.spool.rows,
-            }
+            if kind is not None:
+                stats = self.tallies[kind].as_dict()
+            else:
+                tallies = self.tallies.values()
+                stats = {name: total(tallies, name) for name in COUNTERS}
+            stats["spooled"] = 0 if self.spool is None else self.spool.spooled(kind)
+            return stats
 
     @property
     def pending(self) -> int:

@@ -1,10 +1,10 @@
-"""Record kinds: what the delivery engine needs to know about users (and, later, companies)."""
+"""Record kinds: what the delivery engine needs to know about users and companies."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["KINDS", "USERS", "Key", "RecordKind"]
+__all__ = ["COMPANIES", "KINDS", "USERS", "Key", "RecordKind"]
 
 # (kind name, record id): records of different kinds never coalesce or share a batch.
 Key = tuple[str, str]
@@ -25,4 +25,5 @@ class RecordKind:
 
 
 USERS = RecordKind("users", "user_id", "/v1/users/batch", "user")
-KINDS: dict[str, RecordKind] = {USERS.name: USERS}
+COMPANIES = RecordKind("companies", "company_id", "/v1/companies/batch", "company")
+KINDS: dict[str, RecordKind] = {USERS.name: USERS, COMPANIES.name: COMPANIES}

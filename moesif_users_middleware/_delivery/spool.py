@@ -35,6 +35,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -93,7 +94,7 @@ class Spool:
         self.name: SpoolName | None = None
         self.lock_fd: int | None = None
         self.disabled = False
-        self.rows = 0  # keys on disk
+        self.kind_rows: Counter[str] = Counter()  # keys on disk, per record kind
         self.bytes = 0
         self.sending: dict[Key, tuple[Entry, int]] = {}  # checked out: entry, row size
         self.overlays: dict[Key, int] = {}  # keys with a part 1 row: its size
@@ -107,6 +108,15 @@ class Spool:
         self.persist_at = 0.0
         self.adopt_at = 0.0
         self.write_failed = False  # the last write failed: wait the interval, do not rush
+
+    @property
+    def rows(self) -> int:
+        """Keys on disk (records of every kind)."""
+        return sum(self.kind_rows.values())
+
+    def spooled(self, kind: str | None = None) -> int:
+        """Keys on disk: of one kind, or of all."""
+        return self.rows if kind is None else self.kind_rows[kind]
 
     @property
     def waiting(self) -> bool:
@@ -222,7 +232,7 @@ class Spool:
             self._give_up(exc)
             return False
         self.db, self.name, self.lock_fd = db, name, fd
-        self.rows = self.bytes = 0
+        self.kind_rows, self.bytes = Counter(), 0
         self.sending.clear()
         self.overlays.clear()
         return True
@@ -272,7 +282,7 @@ class Spool:
             return
         name = self.name
         self._close(remove=False)
-        self.rows = self.bytes = 0
+        self.kind_rows, self.bytes = Counter(), 0
         if name is not None:
             moved = move_aside(name)
             logger.error(
@@ -314,7 +324,7 @@ class Spool:
             return
         kept: dict[Key, Entry] = {}
         refused: list[Key] = []
-        unserializable = 0
+        unserializable: list[Key] = []
         items = list(drained.items())
         for start in range(0, len(items), WRITE_CHUNK):  # small transactions, a small WAL
             try:
@@ -332,8 +342,11 @@ class Spool:
             for key, entry in kept.items():
                 buffer.merge_back(key, entry.id_field, entry.timed_records())
             buffer.release(drained)
-            engine.dropped += len(refused)
-            engine.failed += unserializable
+            tallies = engine.tallies
+            for key in refused:
+                tallies[key[0]].dropped += 1
+            for key in unserializable:
+                tallies[key[0]].failed += 1
             self.write_failed = bool(kept)
             if len(kept) < len(drained):
                 self.unsent = True
@@ -358,7 +371,7 @@ class Spool:
                 "spool-unserializable",
                 "Moesif users sender: %d records could not be serialized and were dropped "
                 "(was a queued dict changed after queue_user?)",
-                unserializable,
+                len(unserializable),
             )
 
     def _next_persist(self) -> None:
@@ -385,11 +398,11 @@ class Spool:
 
     def _write(
         self, entries: dict[Key, Entry], *, refuse_new: bool = False
-    ) -> tuple[list[Key], int]:
+    ) -> tuple[list[Key], list[Key]]:
         """Merge ``entries`` into the file in one transaction (the lock is held).
 
         Returns the keys refused for want of room (new keys past ``max_spool_bytes``)
-        and the number of entries that could not be serialized. ``refuse_new``: once one
+        and those whose records could not be serialized. ``refuse_new``: once one
         key was refused, refuse every further new key too (adoption stops there and
         leaves the rest where it was). The counts change only once the data is committed.
         """
@@ -398,10 +411,11 @@ class Spool:
         groups: dict[tuple[str, int], list[Key]] = {}
         for key in entries:
             groups.setdefault((key[0], 1 if key in self.sending else 0), []).append(key)
-        rows, size = self.rows, self.bytes
+        added: Counter[str] = Counter()
+        size = self.bytes
         overlays: dict[Key, int] = {}
         refused: list[Key] = []
-        unserializable = 0
+        unserializable: list[Key] = []
         db.begin()
         try:
             for (kind, part), keys in groups.items():
@@ -418,14 +432,14 @@ class Spool:
                         continue
                     data = _encoded(entry)
                     if data is None:
-                        unserializable += 1
+                        unserializable.append(key)
                         continue
                     grown = row_size(key, data) - (0 if old is None else row_size(key, old[1]))
                     if old is None and part == 0:
                         if size + grown > self.max_bytes:
                             refused.append(key)
                             continue
-                        rows += 1
+                        added[kind] += 1
                     size += grown
                     if part == 1:
                         overlays[key] = row_size(key, data)
@@ -436,7 +450,8 @@ class Spool:
             with contextlib.suppress(sqlite3.Error):
                 db.rollback()
             raise
-        self.rows, self.bytes = rows, size
+        self.kind_rows.update(added)
+        self.bytes = size
         self.overlays.update(overlays)
         return refused, unserializable
 
@@ -499,7 +514,7 @@ class Spool:
         db.begin()
         db.delete(bad)
         db.commit()
-        self.rows, self.bytes = db.totals()
+        self.kind_rows, self.bytes = db.totals()
         logger.error(
             "Moesif users sender: %d unreadable records in the spool file %s were removed",
             len(bad),
@@ -538,7 +553,7 @@ class Spool:
             db.delete([(kind, record_id, 0)])
             self.bytes -= size
             if overlay is None:
-                self.rows -= 1
+                self.kind_rows[kind] -= 1
             else:
                 db.promote([key])
             return
@@ -575,7 +590,7 @@ class Spool:
                 db.delete([(kind, record_id, 1)])
                 db.put([(kind, record_id, 0, newer.stamp, encode_entry(newer))])
             db.commit()
-            self.rows, self.bytes = db.totals()
+            self.kind_rows, self.bytes = db.totals()
         except (sqlite3.Error, ValueError):
             db.rollback()
             logger.debug("recounting the spool failed", exc_info=True)

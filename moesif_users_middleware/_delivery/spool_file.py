@@ -36,6 +36,7 @@ import stat
 import threading
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -387,14 +388,16 @@ class SpoolDB:
 
     # -- reading
 
-    def totals(self) -> tuple[int, int]:
-        """(keys waiting, bytes counted against the budget) over the whole file."""
-        count = size = 0
-        query = "SELECT part, length(id), length(data) FROM records"
-        for part, id_length, data_length in self.connection.execute(query):
-            count += part == 0
+    def totals(self) -> tuple[Counter[str], int]:
+        """(keys per kind, bytes counted against the budget) over the whole file."""
+        counts: Counter[str] = Counter()
+        size = 0
+        query = "SELECT kind, part, length(id), length(data) FROM records"
+        for kind, part, id_length, data_length in self.connection.execute(query):
+            if part == 0:
+                counts[kind] += 1
             size += id_length + data_length + _ROW_OVERHEAD
-        return count, size
+        return counts, size
 
     def last_rowid(self) -> int:
         value = self.connection.execute("SELECT max(rowid) FROM records").fetchone()[0]

@@ -48,25 +48,30 @@ class Unchanged:
     def __init__(self, capacity: int, interval: float) -> None:
         self.capacity = capacity
         self.interval = interval
-        self._captures: dict[Key, tuple[Hashable, float]] = {}
+        # key -> (signature, expiry, the keys of the records that capture queued)
+        self._captures: dict[Key, tuple[Hashable, float, tuple[Key, ...]]] = {}
         self._delivered: OrderedDict[Key, _Delivered] = OrderedDict()
         self._touched: dict[Key, None] = {}  # keys with a repeat to re-assert
 
     # -- captures ----------------------------------------------------------------------
 
-    def repeat(self, key: Key, signature: Hashable, now: float) -> bool:
-        """Whether a capture with ``signature`` repeats the last one accepted for ``key``."""
+    def repeat(self, key: Key, signature: Hashable, now: float) -> tuple[Key, ...] | None:
+        """If a capture with ``signature`` repeats the last one accepted for ``key``: the
+        keys of the records that one queued (a user's capture may update its company too)."""
         last = self._captures.get(key)
-        return last is not None and now < last[1] and last[0] == signature
+        if last is not None and now < last[1] and last[0] == signature:
+            return last[2]
+        return None
 
-    def remember(self, key: Key, signature: Hashable, now: float) -> None:
-        """A capture was accepted for ``key``; an equal one within ``interval`` repeats it."""
+    def remember(self, key: Key, signature: Hashable, now: float, keys: tuple[Key, ...]) -> None:
+        """A capture was accepted for ``key``, queueing records for ``keys``; an equal one
+        within ``interval`` repeats it."""
         if self.interval <= 0:
             return
         captures = self._captures
         if len(captures) >= self.capacity:
             captures.clear()
-        captures[key] = (signature, now + self.interval)
+        captures[key] = (signature, now + self.interval, keys)
 
     def forget(self, key: Key) -> None:
         """The next capture for ``key`` is finished whatever it holds."""

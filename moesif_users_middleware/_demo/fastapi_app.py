@@ -31,7 +31,13 @@ from pydantic import BaseModel
 
 from moesif_users_middleware.starlette import MoesifUsersMiddleware, ResponseView
 
-from .accounts import Account, check_password, sample_accounts
+from .accounts import (
+    Account,
+    check_password,
+    company_domain,
+    company_metadata,
+    sample_accounts,
+)
 
 __all__ = ["Account", "app", "create_app", "issue_token"]
 
@@ -94,6 +100,14 @@ async def get_metadata(request: Request, response: ResponseView) -> dict[str, An
     if account is None:
         return None
     return {"email": account.email, "name": account.name, "plan": account.plan}
+
+
+def get_company_domain(request: Request, response: ResponseView) -> str | None:
+    return company_domain(request.state.account.company_id)
+
+
+def get_company_metadata(request: Request, response: ResponseView) -> dict[str, Any]:
+    return company_metadata(request.state.account.company_id)
 
 
 def skip(request: Request, response: ResponseView) -> bool:
@@ -164,6 +178,8 @@ def create_app(
         identify_user=identify_user,
         identify_company=identify_company,
         get_metadata=get_metadata,
+        get_company_domain=get_company_domain,
+        get_company_metadata=get_company_metadata,
         skip=skip,
         **options,
     )

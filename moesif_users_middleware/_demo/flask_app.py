@@ -36,7 +36,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from moesif_users_middleware.flask import MoesifUsers
 
 from . import accounts
-from .accounts import check_password, sample_accounts
+from .accounts import check_password, company_domain, company_metadata, sample_accounts
 
 __all__ = ["Account", "create_app", "issue_token", "moesif"]
 
@@ -106,11 +106,25 @@ def get_metadata(request: Request, response: Response) -> dict[str, Any] | None:
     return metadata
 
 
+def get_company_domain(request: Request, response: Response) -> str | None:
+    return company_domain(current_user.company_id)
+
+
+def get_company_metadata(request: Request, response: Response) -> dict[str, Any]:
+    return company_metadata(current_user.company_id)
+
+
 def skip(request: Request, response: Response) -> bool:
     return request.path == "/health"
 
 
-moesif = MoesifUsers(identify_company=identify_company, get_metadata=get_metadata, skip=skip)
+moesif = MoesifUsers(
+    identify_company=identify_company,
+    get_metadata=get_metadata,
+    get_company_domain=get_company_domain,
+    get_company_metadata=get_company_metadata,
+    skip=skip,
+)
 
 
 # --- The API -------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Starts the local collector on a free loopback port, drives traffic from simulated users
 through the Django, Flask, FastAPI and Starlette example apps in this process (their own
 test clients; UTM links, API tokens, requests through a trusted proxy), flushes the
-shared sender, and prints the merged profiles the collector stored. Needs the ``[all]``
+shared sender, and prints the merged user and company profiles the collector stored. Needs the ``[all]``
 extra; the apps ship with the package (``_demo/``), so any install can run it.
 """
 
@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,20 +212,55 @@ def _print_profiles(profiles: list[dict[str, Any]], out: Any) -> None:
     columns = ("user_id", "company", "ip_address", "tokens", "campaign", "user agent", "metadata")
     rows = []
     for profile in profiles:
-        campaign = profile.get("campaign") or {}
-        metadata = profile.get("metadata") or {}
         rows.append(
             (
                 str(profile["user_id"]),
                 str(profile.get("company_id") or "-"),
                 str(profile.get("ip_address") or "-"),
                 str(len(profile.get("session_tokens") or [])),
-                "/".join(filter(None, (campaign.get("utm_source"), campaign.get("utm_medium"))))
-                or "-",
+                _campaign(profile),
                 _shorten(str(profile.get("user_agent_string") or "-"), 28),
-                _shorten(", ".join(f"{k}={v}" for k, v in metadata.items()), 60) or "-",
+                _metadata(profile, 60),
             )
         )
+    _print_table(columns, rows, out)
+
+
+def _print_companies(
+    companies: list[dict[str, Any]], profiles: list[dict[str, Any]], out: Any
+) -> None:
+    members: dict[str, int] = {}
+    for profile in profiles:
+        company_id = profile.get("company_id")
+        if company_id:
+            members[company_id] = members.get(company_id, 0) + 1
+    columns = ("company_id", "domain", "users", "ip_address", "tokens", "campaign", "metadata")
+    rows = [
+        (
+            str(company["company_id"]),
+            str(company.get("company_domain") or "-"),
+            str(members.get(company["company_id"], 0)),
+            str(company.get("ip_address") or "-"),
+            str(len(company.get("session_tokens") or [])),
+            _campaign(company),
+            _metadata(company, 60),
+        )
+        for company in companies
+    ]
+    _print_table(columns, rows, out)
+
+
+def _campaign(profile: dict[str, Any]) -> str:
+    campaign = profile.get("campaign") or {}
+    return "/".join(filter(None, (campaign.get("utm_source"), campaign.get("utm_medium")))) or "-"
+
+
+def _metadata(profile: dict[str, Any], width: int) -> str:
+    metadata = profile.get("metadata") or {}
+    return _shorten(", ".join(f"{k}={v}" for k, v in metadata.items()), width) or "-"
+
+
+def _print_table(columns: tuple[str, ...], rows: Sequence[tuple[str, ...]], out: Any) -> None:
     widths = [max(len(col), *(len(row[i]) for row in rows)) for i, col in enumerate(columns)]
     line = "  ".join(col.ljust(widths[i]) for i, col in enumerate(columns))
     print(line, file=out)
@@ -286,6 +321,11 @@ def run_demo(*, serve: bool = False, port: int = 0, users: int = 20, out: Any = 
                 file=out,
             )
             _print_profiles(profiles, out)
+            companies = httpx.get(
+                f"{base_url}/v1/companies", headers={"X-Moesif-Application-Id": APPLICATION_ID}
+            ).json()
+            print(f"\n{len(companies)} companies stored:\n", file=out)
+            _print_companies(companies, profiles, out)
             if serve:
                 print(f"\nProfiles page: {base_url}/  (serving until Ctrl-C)", file=out)
                 out.flush()
@@ -299,7 +339,7 @@ def run_demo(*, serve: bool = False, port: int = 0, users: int = 20, out: Any = 
                     "\nTo browse the profiles page afterwards, run: moesif-users demo --serve",
                     file=out,
                 )
-    return 0 if delivered and profiles else 1
+    return 0 if delivered and profiles and companies else 1
 
 
 def _drive_starlette(request: Request, users: list[SimulatedUser]) -> int:

@@ -34,7 +34,13 @@ from starlette.routing import Route
 
 from moesif_users_middleware.starlette import MoesifUsersMiddleware, ResponseView
 
-from .accounts import Account, check_password, sample_accounts
+from .accounts import (
+    Account,
+    check_password,
+    company_domain,
+    company_metadata,
+    sample_accounts,
+)
 
 __all__ = ["AccountUser", "app", "create_app"]
 
@@ -93,6 +99,14 @@ def get_metadata(request: Request, response: ResponseView) -> dict[str, Any] | N
     return {"email": user.account.email, "name": user.account.name, "plan": user.account.plan}
 
 
+def get_company_domain(request: Request, response: ResponseView) -> str | None:
+    return company_domain(request.user.account.company_id)
+
+
+def get_company_metadata(request: Request, response: ResponseView) -> dict[str, Any]:
+    return company_metadata(request.user.account.company_id)
+
+
 def skip(request: Request, response: ResponseView) -> bool:
     return bool(request.scope["path"] == "/health")
 
@@ -141,6 +155,8 @@ def create_app(
                 base_url=base_url,
                 identify_company=identify_company,
                 get_metadata=get_metadata,
+                get_company_domain=get_company_domain,
+                get_company_metadata=get_company_metadata,
                 skip=skip,
                 **options,
             ),

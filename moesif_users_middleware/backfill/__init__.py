@@ -1,11 +1,12 @@
-"""Bulk backfill: push existing user profiles through ``POST /v1/users/batch``.
+"""Bulk backfill: push existing user profiles through ``POST /v1/users/batch`` (company
+profiles through ``POST /v1/companies/batch``).
 
-``moesif-users send FILE|-`` (see :mod:`.command`) reads JSON, JSON Lines or CSV
-(:mod:`.readers`), validates every record, and sends batches through the library's
-transport with the sender's retry rules (:mod:`.runner`), writing a checkpoint after
-every confirmed batch (:mod:`.checkpoint`) and invalid records to a rejects file
-(:mod:`.rejects`). Django projects run ``python manage.py moesif_users_backfill``
-(:mod:`.django_source`).
+``moesif-users send [--kind companies] FILE|-`` (see :mod:`.command`; the kinds in
+:mod:`.kinds`) reads JSON, JSON Lines or CSV (:mod:`.readers`), validates every record,
+and sends batches through the library's transport with the sender's retry rules
+(:mod:`.runner`), writing a checkpoint after every confirmed batch (:mod:`.checkpoint`)
+and invalid records to a rejects file (:mod:`.rejects`). Django projects run
+``python manage.py moesif_users_backfill`` for their users (:mod:`.django_source`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ skips exactly that many records, so nothing confirmed is sent again; ``cursor`` 
 key of the last settled record (the Django source resumes after that primary key);
 ``rejects_offset`` is the rejects file's size at that point, so rejects of records that
 will be read again are cut off rather than written twice. ``invalid`` and ``failed`` add
-up over resumed runs: a resumed run exits 1 if any run rejected a record.
+up over resumed runs: a resumed run exits 1 if any run rejected a record. ``kind`` is
+what the run sends (``users`` or ``companies``): a checkpoint resumes only a run of its
+kind (checkpoints written before companies existed have none, and are of users).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Checkpoint:
     """What a run has settled so far (counts are cumulative over resumed runs)."""
 
     source: str  # the input path (absolute) or a description such as "django:auth.User"
+    kind: str = "users"  # --kind: "users" or "companies"
     position: int = 0
     cursor: Any = None
     rejects_offset: int = 0
@@ -59,6 +62,8 @@ def load_checkpoint(path: Path) -> Checkpoint | None:
         checkpoint = Checkpoint(**data)
         if not isinstance(checkpoint.position, int) or checkpoint.position < 0:
             raise ValueError("bad position")
+        if type(checkpoint.kind) is not str:
+            raise ValueError("bad kind")
         for name in ("rejects_offset", "sent", "invalid", "failed"):
             count = getattr(checkpoint, name)
             if type(count) is not int or count < 0:  # the exit status rests on these counts

@@ -1,4 +1,4 @@
-"""``moesif-users send FILE|-``: argument parsing, resume decisions and the summary.
+"""``moesif-users send [--kind companies] FILE|-``: arguments, resume decisions, summary.
 
 ``configure_parser`` adds the arguments, ``run`` executes them and returns the exit
 status (see :attr:`Summary.exit_status`; 2 for usage, configuration or malformed-input
@@ -21,6 +21,7 @@ from .._options import resolve_application_id, resolve_base_url
 from ..errors import ConfigurationError
 from ..transport import UsersClient
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from .kinds import DEFAULT_KIND, SEND_KINDS, SendKind
 from .progress import make_progress, plural
 from .readers import FORMATS, MalformedInputError, open_reader
 from .rejects import RejectsFile
@@ -51,11 +52,13 @@ _PROG = "moesif-users send"
 
 
 _EPILOG = """\
-input:
-  JSON        one user object, an array of them (streamed), or several in a row
-  JSON Lines  one user object per line (.jsonl, .ndjson); blank lines are skipped
-  CSV         a header row naming the fields: user_id, company_id, session_token,
-              modified_time, ip_address, user_agent_string, campaign.<field>,
+input (--kind users, the default; --kind companies sends company profiles):
+  JSON        one object, an array of them (streamed), or several in a row
+  JSON Lines  one object per line (.jsonl, .ndjson); blank lines are skipped
+  CSV         a header row naming the fields -- users: user_id, company_id,
+              session_token, modified_time, ip_address, user_agent_string;
+              companies: company_id, company_domain, session_token,
+              modified_time, ip_address -- and campaign.<field>,
               metadata.<key>[.<key>...]; empty cells are absent; cells are
               strings unless the column is typed: metadata.age:int, :float,
               :number, :bool, :json (a metadata or campaign column: JSON object)
@@ -63,7 +66,8 @@ input:
 resuming:
   The checkpoint (default FILE.checkpoint) is rewritten after every batch the
   API confirmed; running the same command again continues after the last
-  confirmed record, without sending it twice. Invalid records go to the rejects
+  confirmed record, without sending it twice. A checkpoint resumes only a run
+  of its own --kind. Invalid records go to the rejects
   file (default FILE.rejects.jsonl): one JSON line each with the line number,
   the field at fault, the message and the record.
 
@@ -113,7 +117,7 @@ def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=_positive_int,
         default=DEFAULT_BATCH_SIZE,
-        help=f"users per request (default {DEFAULT_BATCH_SIZE})",
+        help=f"records per request (default {DEFAULT_BATCH_SIZE})",
     )
     parser.add_argument(
         "--max-batch-bytes",
@@ -124,7 +128,7 @@ def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-rate",
         type=_positive_float,
-        help="at most this many users per second (default: as fast as the API answers)",
+        help="at most this many records per second (default: as fast as the API answers)",
     )
     parser.add_argument(
         "--dry-run",
@@ -185,13 +189,20 @@ def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``send`` arguments to ``parser``."""
     parser.description = (
-        "Send user profiles from a JSON (object or array), JSON Lines or CSV file to "
-        "POST /v1/users/batch: validated, batched, retried, checkpointed. Invalid records "
+        "Send user profiles (or, with --kind companies, company profiles) from a JSON "
+        "(object or array), JSON Lines or CSV file to POST /v1/users/batch "
+        "(/v1/companies/batch): validated, batched, retried, checkpointed. Invalid records "
         "go to a rejects file (line, field, message) and the run goes on."
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = _EPILOG
     parser.add_argument("file", metavar="FILE", help="input file, or - for stdin")
+    parser.add_argument(
+        "--kind",
+        choices=tuple(SEND_KINDS),
+        default=DEFAULT_KIND.name,
+        help=f"what the file holds (default {DEFAULT_KIND.name})",
+    )
     parser.add_argument(
         "--format",
         choices=FORMATS,
@@ -203,8 +214,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Execute ``moesif-users send`` with parsed ``args``; returns the exit status."""
     path: str = args.file
+    kind = SEND_KINDS[args.kind]
     try:
-        reader = open_reader(path, args.format)
+        reader = open_reader(path, args.format, kind)
     except (OSError, MalformedInputError) as exc:
         return _error(_describe_error(exc, path))
     with reader:
@@ -225,6 +237,7 @@ def run(args: argparse.Namespace) -> int:
             default_rejects=f"{stem}.rejects.jsonl",
             key_name="line",
             fingerprint=fingerprint,
+            kind=kind,
         )
 
 
@@ -240,8 +253,10 @@ def execute(
     stdout: Output | None = None,
     stderr: TextIO | None = None,
     prog: str = _PROG,
+    kind: SendKind = DEFAULT_KIND,
 ) -> int:
-    """Run a backfill of ``source`` as the parsed sending options ask; returns the exit status."""
+    """Run a backfill of ``source`` (records of ``kind``) as the parsed sending options ask;
+    returns the exit status."""
     out: Output = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
     dry_run: bool = args.dry_run
@@ -272,7 +287,7 @@ def execute(
         )
     )
     size, mtime = fingerprint if fingerprint is not None else (None, None)
-    state = Checkpoint(source_id, source_size=size, source_mtime_ns=mtime)
+    state = Checkpoint(source_id, kind.name, source_size=size, source_mtime_ns=mtime)
     resume_offset: int | None = None
     if args.resume_from is not None:
         state.position = args.resume_from
@@ -283,6 +298,14 @@ def execute(
         except CheckpointError as exc:
             return _error(str(exc), err, prog)
         if saved is not None:
+            if saved.kind != kind.name:
+                return _error(
+                    f"checkpoint {checkpoint_path} belongs to a --kind {saved.kind} run, and "
+                    f"this run sends {kind.name}; pass --kind {saved.kind} to resume it, "
+                    f"another --checkpoint, or --restart to send {kind.name} from the start",
+                    err,
+                    prog,
+                )
             if saved.source != source_id:
                 return _error(
                     f"checkpoint {checkpoint_path} was written for {saved.source}, not "
@@ -322,7 +345,9 @@ def execute(
             state.complete = False
             resume_offset = saved.rejects_offset
 
-    progress = make_progress(args.progress, err, label="users", interval=args.progress_interval)
+    progress = make_progress(
+        args.progress, err, label=kind.name, noun=kind.noun, interval=args.progress_interval
+    )
     client = None
     if not dry_run:
         client = UsersClient(application_id, base_url, timeout=args.timeout, gzip=False)
@@ -336,6 +361,7 @@ def execute(
             checkpoint_path=checkpoint_path,
             options=options,
             progress=progress,
+            kind=kind,
         )
         if state.position:
             err.write(f"{prog}: resuming after record {state.position:,}\n")
@@ -344,23 +370,33 @@ def execute(
     finally:
         if client is not None:
             client.close()
-    out.write(format_summary(summary, rejects_path, checkpoint_path, base_url))
+    out.write(format_summary(summary, rejects_path, checkpoint_path, base_url, kind))
     out.flush()
     return summary.exit_status
 
 
-def format_summary(summary: Summary, rejects: Path, checkpoint: Path | None, base_url: str) -> str:
+def format_summary(
+    summary: Summary,
+    rejects: Path,
+    checkpoint: Path | None,
+    base_url: str,
+    kind: SendKind = DEFAULT_KIND,
+) -> str:
     """The human-readable end-of-run report."""
     rate = summary.sent / summary.elapsed if summary.elapsed > 0 else 0.0
     verb = "valid (dry run, nothing sent)" if summary.dry_run else "sent"
     lines = [
         f"{summary.source}" + ("" if summary.dry_run else f" -> {base_url}"),
-        f"  {verb}: {plural(summary.sent, 'user')}"
+        f"  {verb}: {kind.count(summary.sent)}"
         + ("" if summary.dry_run else f" in {plural(summary.batches, 'request')}")
-        + f", {summary.elapsed:.1f} s ({rate:,.0f} users/s)",
+        + f", {summary.elapsed:.1f} s ({rate:,.0f} {kind.name}/s)",
         f"  invalid: {summary.invalid:,}" + (f" (see {rejects})" if summary.invalid else ""),
         f"  failed:  {summary.failed:,}"
-        + (f" (refused users are in {rejects})" if summary.failed and summary.complete else ""),
+        + (
+            f" (refused {kind.name} are in {rejects})"
+            if summary.failed and summary.complete
+            else ""
+        ),
     ]
     if summary.retries:
         lines.append(f"  retries: {summary.retries:,}")

@@ -25,9 +25,12 @@ __all__ = [
 class Progress:
     """Base class: tracks counts, renders nothing."""
 
-    def __init__(self, stream: TextIO | None = None, *, label: str = "users") -> None:
+    def __init__(
+        self, stream: TextIO | None = None, *, label: str = "users", noun: str | None = None
+    ) -> None:
         self.stream = stream if stream is not None else sys.stderr
-        self.label = label
+        self.label = label  # the plural: "users", "companies"
+        self.noun = noun if noun is not None else label.removesuffix("s")  # for one record
         self._lock = threading.Lock()
         self._started = time.monotonic()
         self._initial = 0
@@ -73,9 +76,7 @@ class Progress:
         """``412,000/1,000,000 users (41.2%), 21,340/s, ETA 0:00:27, 3 invalid``."""
         rate = self.rate(now)
         total = self.total
-        label = self.label
-        if (total or self.done) == 1 and label.endswith("s"):
-            label = label[:-1]
+        label = self.noun if (total or self.done) == 1 else self.label
         parts = [
             f"{self.done:,}/{total:,} {label} ({_percent(self.done, total)})"
             if total
@@ -99,9 +100,14 @@ class LogProgress(Progress):
     """A plain line every ``interval`` seconds and at the end (for logs and pipes)."""
 
     def __init__(
-        self, stream: TextIO | None = None, *, label: str = "users", interval: float = 10.0
+        self,
+        stream: TextIO | None = None,
+        *,
+        label: str = "users",
+        noun: str | None = None,
+        interval: float = 10.0,
     ) -> None:
-        super().__init__(stream, label=label)
+        super().__init__(stream, label=label, noun=noun)
         self.interval = interval
         self._last = 0.0
 
@@ -123,8 +129,10 @@ class BarProgress(Progress):
 
     width = 24
 
-    def __init__(self, stream: TextIO | None = None, *, label: str = "users") -> None:
-        super().__init__(stream, label=label)
+    def __init__(
+        self, stream: TextIO | None = None, *, label: str = "users", noun: str | None = None
+    ) -> None:
+        super().__init__(stream, label=label, noun=noun)
         self._last = 0.0
 
     def _maybe_render(self, now: float, final: bool) -> None:
@@ -146,19 +154,23 @@ def make_progress(
     stream: TextIO | None = None,
     *,
     label: str = "users",
+    noun: str | None = None,
     interval: float = 10.0,
 ) -> Progress:
-    """``auto`` (bar on a terminal, log lines otherwise), ``bar``, ``log`` or ``none``."""
+    """``auto`` (bar on a terminal, log lines otherwise), ``bar``, ``log`` or ``none``.
+
+    ``label`` names the records (``companies``), ``noun`` one of them (``company``).
+    """
     out = stream if stream is not None else sys.stderr
     if mode == "auto":
         isatty = getattr(out, "isatty", None)
         mode = "bar" if isatty is not None and isatty() else "log"
     if mode == "bar":
-        return BarProgress(out, label=label)
+        return BarProgress(out, label=label, noun=noun)
     if mode == "log":
-        return LogProgress(out, label=label, interval=interval)
+        return LogProgress(out, label=label, noun=noun, interval=interval)
     if mode == "none":
-        return NullProgress(out, label=label)
+        return NullProgress(out, label=label, noun=noun)
     raise ValueError(f"unknown progress mode {mode!r}")
 
 

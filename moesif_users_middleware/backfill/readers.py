@@ -1,4 +1,5 @@
-"""Streaming user-record readers: JSON (one object or an array), JSON Lines and CSV.
+"""Streaming record readers (users or companies): JSON (one object or an array), JSON
+Lines and CSV.
 
 Every reader holds at most one record (plus a read buffer) in memory, whatever the file
 size, and yields ``(line, value, raw)`` items in input order:
@@ -11,13 +12,15 @@ size, and yields ``(line, value, raw)`` items in input order:
   text, or a CSV row as ``{column: cell}``).
 
 A file that is not JSON, JSON Lines or CSV at all (binary, not UTF-8, a CSV header
-without a ``user_id`` column, JSON that breaks mid-array) raises
+without the kind's id column, JSON that breaks mid-array) raises
 :class:`MalformedInputError` with the line at fault; a bad *record* never does.
 
-CSV rules: columns are named after the reference's fields (``user_id``, ``company_id``,
-``session_token``, ``modified_time``, ``ip_address``, ``user_agent_string``);
-``campaign.<field>`` and ``metadata.<key>[.<key>...]`` become nested keys; a ``metadata``
-or ``campaign`` column holds a JSON object. Empty cells are absent. Cells are strings,
+CSV rules: columns are named after the kind's fields in the reference (users:
+``user_id``, ``company_id``, ``session_token``, ``modified_time``, ``ip_address``,
+``user_agent_string``; companies: ``company_id``, ``company_domain``, ``session_token``,
+``modified_time``, ``ip_address``); ``campaign.<field>`` and ``metadata.<key>[.<key>...]``
+become nested keys; a ``metadata`` or ``campaign`` column holds a JSON object. Empty cells
+are absent. Cells are strings,
 unless the column name ends in a type: ``metadata.age:int``, ``:float``, ``:number``
 (int when it looks like one, else float), ``:bool`` (true/false/yes/no/1/0) or ``:json``.
 """
@@ -37,6 +40,7 @@ from typing import IO, Any, Final
 
 from .._json import is_valid_text
 from ..models import CAMPAIGN_FIELDS
+from .kinds import DEFAULT_KIND, SendKind
 
 __all__ = [
     "FORMATS",
@@ -333,7 +337,14 @@ class CsvReader(RecordReader):
 
     format = "csv"
 
-    def __init__(self, stream: IO[bytes], name: str, size: int | None, path: str | None) -> None:
+    def __init__(
+        self,
+        stream: IO[bytes],
+        name: str,
+        size: int | None,
+        path: str | None,
+        kind: SendKind = DEFAULT_KIND,
+    ) -> None:
         super().__init__(stream, name, size)
         # Undecodable bytes become lone surrogates, so one bad row is rejected, not the file.
         self._text = io.TextIOWrapper(
@@ -345,7 +356,7 @@ class CsvReader(RecordReader):
         delimiter = _delimiter(header_line)
         header = next(csv.reader([header_line], delimiter=delimiter), [])
         self._columns = header
-        self._plan = _column_plan(header, name)
+        self._plan = _column_plan(header, name, kind)
         self._delimiter = delimiter
         lines = _count_lines(path) if path is not None else None
         self._total = None if lines is None else max(0, lines - 1)
@@ -388,14 +399,6 @@ class CsvReader(RecordReader):
 
 # A column: (index, path of keys, converter or None for strings).
 _Column = tuple[int, tuple[str, ...], "Callable[[str], Any] | None"]
-_TOP_LEVEL: Final = (
-    "user_id",
-    "company_id",
-    "session_token",
-    "modified_time",
-    "ip_address",
-    "user_agent_string",
-)
 
 
 def _build(row: list[str], plan: list[_Column]) -> Any:
@@ -482,14 +485,14 @@ _CONVERTERS: Final[dict[str, Callable[[str], Any] | None]] = {
 }
 
 
-def _column_plan(header: list[str], name: str) -> list[_Column]:
+def _column_plan(header: list[str], name: str, kind: SendKind) -> list[_Column]:
     """Check the header once and precompute where each cell goes."""
+    top_level = kind.columns
 
     def bad(message: str) -> MalformedInputError:
         return MalformedInputError(
-            f"{name}: {message}. CSV columns are user_id, company_id, session_token, "
-            "modified_time, ip_address, user_agent_string, campaign.<field>, "
-            "metadata.<key> (optionally typed, e.g. metadata.age:int)"
+            f"{name}: {message}. CSV columns of {kind.name} are {', '.join(top_level)}, "
+            "campaign.<field>, metadata.<key> (optionally typed, e.g. metadata.age:int)"
         )
 
     if not header or not any(column.strip() for column in header):
@@ -499,14 +502,14 @@ def _column_plan(header: list[str], name: str) -> list[_Column]:
     for index, column in enumerate(header):
         label = column.strip()
         convert: Callable[[str], Any] | None = None
-        base, _, kind = label.rpartition(":")
-        if base and kind.lower() in _CONVERTERS:
-            label, convert = base, _CONVERTERS[kind.lower()]
+        base, _, type_name = label.rpartition(":")
+        if base and type_name.lower() in _CONVERTERS:
+            label, convert = base, _CONVERTERS[type_name.lower()]
         path = tuple(label.split("."))
         if len(path) == 1:
             if label in ("metadata", "campaign"):
                 convert = _to_object
-            elif label not in _TOP_LEVEL:
+            elif label not in top_level:
                 shown = column if len(column) <= 64 else column[:61] + "..."
                 raise bad(f"unknown column {shown!r}")
             elif convert is not None:
@@ -524,8 +527,8 @@ def _column_plan(header: list[str], name: str) -> list[_Column]:
                 raise bad(f"columns {other!r} and {column!r} write the same key")
         seen[path] = column
         plan.append((index, path, convert))
-    if ("user_id",) not in seen:
-        raise bad("the header has no user_id column")
+    if (kind.id_field,) not in seen:
+        raise bad(f"the header has no {kind.id_field} column")
     return plan
 
 
@@ -573,8 +576,12 @@ def detect_format(path: str, head: bytes) -> str | None:
     return "csv"
 
 
-def open_reader(path: str, format: str | None = None) -> RecordReader:
+def open_reader(
+    path: str, format: str | None = None, kind: SendKind = DEFAULT_KIND
+) -> RecordReader:
     """Open ``path`` (``-`` for stdin) as a record reader, detecting the format if needed.
+
+    ``kind`` gives the CSV columns (JSON records are checked later, by the runner).
 
     Raises :class:`MalformedInputError` for input that is not one of the formats and
     ``OSError`` when the file cannot be opened.
@@ -595,18 +602,18 @@ def open_reader(path: str, format: str | None = None) -> RecordReader:
     try:
         head = _read_head(raw).removeprefix(_BOM)
         _check_text(head, name)
-        kind = format or detect_format(path, head)
+        chosen = format or detect_format(path, head)
         stream = io.BufferedReader(_HeadThenRest(head, raw), buffer_size=1 << 20)
-        if kind is None or not head.strip():  # empty input: no records
+        if chosen is None or not head.strip():  # empty input: no records
             return JsonLinesReader(stream, name, size, None)
-        if kind == "jsonl":
+        if chosen == "jsonl":
             _check_json_lines(head, name)
             return JsonLinesReader(stream, name, size, regular)
-        if kind == "json":
+        if chosen == "json":
             return JsonReader(stream, name, size)
-        if kind == "csv":
-            return CsvReader(stream, name, size, regular)
-        raise ValueError(f"unknown format {kind!r}; expected one of {', '.join(FORMATS)}")
+        if chosen == "csv":
+            return CsvReader(stream, name, size, regular, kind)
+        raise ValueError(f"unknown format {chosen!r}; expected one of {', '.join(FORMATS)}")
     except BaseException:
         raw.close()
         raise

@@ -1,7 +1,7 @@
 """The backfill pipeline: validate -> batch -> send with retries -> checkpoint.
 
-The calling thread reads records, validates them (``normalize_user``), serializes and
-gzips the next batch while one sender thread posts the previous one over a single
+The calling thread reads records, validates them (the kind's validator:
+``normalize_user`` or ``normalize_company``, see :mod:`.kinds`), serializes and gzips the next batch while one sender thread posts the previous one over a single
 reused connection (a queue of two batches in between bounds memory). The sender thread
 is the only writer of the rejects file and the checkpoint, and it settles batches in
 input order, so the checkpoint always describes a prefix of the input:
@@ -11,8 +11,8 @@ input order, so the checkpoint always describes a prefix of the input:
 - 408/429/5xx and network errors are retried (exponential backoff with full jitter,
   ``Retry-After`` honoured up to a cap) until ``retry_timeout`` runs out -- then the run
   stops, the checkpoint stays at the last confirmed batch, and a rerun resumes there;
-- 413 splits the batch; 400/422 drops the user the API names (``index``) or, without
-  one, bisects down to the single refused user, which goes to the rejects file;
+- 413 splits the batch; 400/422 drops the record the API names (``index``) or, without
+  one, bisects down to the single refused record, which goes to the rejects file;
 - any other 4xx (401, 403, 404, ...) stops the run: retrying cannot fix credentials.
 """
 
@@ -30,9 +30,10 @@ from typing import Any, Protocol
 from .._delivery.options import SenderOptions
 from .._delivery.post import Answer, Outcome, Part, deliver_split, post_with_retries, refusal
 from .._delivery.retry import DEFAULT_RETRY, RetryPolicy
-from ..models import ValidationError, normalize_user
-from ..transport import BATCH_PATH, ApiError, UsersClient, compress
+from ..models import ValidationError
+from ..transport import ApiError, UsersClient, compress
 from .checkpoint import Checkpoint, save_checkpoint
+from .kinds import DEFAULT_KIND, SendKind
 from .progress import NullProgress, Progress, plural
 from .readers import Item, MalformedInputError, Skipped, Unparsed
 from .rejects import RejectsFile
@@ -105,7 +106,7 @@ class Summary:
     dry_run: bool
     skipped: int = 0  # records settled by earlier runs and skipped
     read: int = 0  # records read by this run
-    sent: int = 0  # users the API confirmed (dry run: valid users)
+    sent: int = 0  # records the API confirmed (dry run: valid records)
     invalid: int = 0  # rejected before sending (rejects file)
     failed: int = 0  # refused by the API, or not delivered after retries
     batches: int = 0
@@ -127,7 +128,7 @@ class Summary:
 
     @property
     def exit_status(self) -> int:
-        """0 all delivered; 1 invalid or refused users (in this run or an earlier one it
+        """0 all delivered; 1 invalid or refused records (in this run or an earlier one it
         resumed); 2 malformed input; 3 sending stopped (API unreachable past the retry
         budget, or refusing the credentials); 130 interrupted."""
         if self.interrupted:
@@ -179,8 +180,10 @@ class Backfill:
         checkpoint_path: Path | None = None,
         options: BackfillOptions | None = None,
         progress: Progress | None = None,
+        kind: SendKind = DEFAULT_KIND,
     ) -> None:
         self.source = source
+        self.kind = kind  # users or companies: the validator and the endpoint
         self.client = client
         self.rejects = rejects
         self.state = state  # updated as batches settle; saved to checkpoint_path
@@ -245,7 +248,8 @@ class Backfill:
         sealed_at = position
         pacer = _Pacer(options.max_rate)
         stopping = self._stopping
-        normalize = normalize_user
+        normalize = self.kind.normalize
+        noun = self.kind.noun  # names a record that is not an object: "user", "company"
         encode = _ENCODE
         finished = False
         try:
@@ -257,7 +261,7 @@ class Backfill:
                     pass
                 else:
                     try:
-                        data = encode(normalize(value)).encode()
+                        data = encode(normalize(value, noun)).encode()
                     except ValidationError as exc:
                         rejects.append((key, exc.field, exc.message, raw))
                     except (TypeError, ValueError, RecursionError) as exc:
@@ -401,7 +405,7 @@ class Backfill:
         )
 
     def _deliver(self, batch: _Batch) -> list[tuple[int, str | None, str]]:
-        """Send a batch; returns the users the API refused as (index, field, message).
+        """Send a batch; returns the records the API refused as (index, field, message).
 
         Raises ``_Stop`` when the API stays unavailable or refuses the batch as a whole.
         """
@@ -439,9 +443,10 @@ class Backfill:
         """POST with retries until 2xx, a final answer, or the retry budget ends."""
         client = self.client
         assert client is not None
+        path = self.kind.batch_path
         deadline = time.monotonic() + self.options.retry_timeout
         answer = post_with_retries(
-            lambda: client.post_body(BATCH_PATH, body, encoding),
+            lambda: client.post_body(path, body, encoding),
             self.options.retry,
             deadline=lambda: deadline,
             now=time.monotonic,

@@ -1,4 +1,4 @@
-"""A local, Moesif-compatible Users API collector (Starlette over SQLite).
+"""A local, Moesif-compatible Users and Companies API collector (Starlette over SQLite).
 
 ``create_app(db_path)`` returns the ASGI app; ``serve()`` runs it under uvicorn. Needs
 the ``collector`` extra (starlette, uvicorn); the core package never imports this.

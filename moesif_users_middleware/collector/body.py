@@ -1,4 +1,4 @@
-"""From request body to validated users: size limit, gzip, strict JSON, user validation.
+"""From request body to validated records: size limit, gzip, strict JSON, validation.
 
 Every problem with what the client sent becomes a :class:`ClientError` (400, 413 or
 415), never anything else.
@@ -12,10 +12,11 @@ from typing import Any, NoReturn
 
 from starlette.requests import ClientDisconnect, Request
 
-from ..models import ValidationError, normalize_user
+from ..models import ValidationError
 from .errors import ClientError
+from .kinds import Kind
 
-__all__ = ["parse_json", "parse_users", "read_body"]
+__all__ = ["parse_json", "parse_records", "read_body"]
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -46,34 +47,36 @@ async def read_body(request: Request, limit: int) -> bytes:
     return gunzip.finish() if gunzip is not None else b"".join(parts)
 
 
-def parse_users(body: bytes, *, batch: bool) -> list[dict[str, Any]]:
-    """Parse and normalize one user (``batch=False``) or an array of users into wire dicts.
+def parse_records(body: bytes, kind: Kind, *, batch: bool) -> list[dict[str, Any]]:
+    """Parse and normalize one record of ``kind`` (``batch=False``) or an array of them
+    into wire dicts.
 
-    An invalid user rejects the whole payload: 400 naming the field (and, for a
+    An invalid record rejects the whole payload: 400 naming the field (and, for a
     batch, the index).
     """
     text = _decode(body)
     payload = parse_json(text)
+    noun = kind.noun
     if batch:
         if not isinstance(payload, list):
-            raise ClientError(400, "invalid body", "expected a JSON array of user objects")
+            raise ClientError(400, "invalid body", f"expected a JSON array of {noun} objects")
         items: list[Any] = payload
     else:
         if not isinstance(payload, dict):
-            raise ClientError(400, "invalid body", "expected a JSON object (one user)")
+            raise ClientError(400, "invalid body", f"expected a JSON object (one {noun})")
         items = [payload]
-    # normalize_user rejects text UTF-8 (and SQLite) cannot hold, naming the field: the
-    # lone surrogates an escape like \ud800 produces.
-    users: list[dict[str, Any]] = []
+    # Validation rejects text UTF-8 (and SQLite) cannot hold, naming the field: the lone
+    # surrogates an escape like \ud800 produces.
+    records: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         try:
-            user = normalize_user(item)
+            record = kind.normalize(item, noun)
         except ValidationError as exc:
-            _invalid_user(index if batch else None, exc.field, exc.message)
+            _invalid(kind, index if batch else None, exc.field, exc.message)
         except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-            _invalid_user(index if batch else None, "user", str(exc) or type(exc).__name__)
-        users.append(user)
-    return users
+            _invalid(kind, index if batch else None, noun, str(exc) or type(exc).__name__)
+        records.append(record)
+    return records
 
 
 def parse_json(text: str) -> Any:
@@ -97,9 +100,9 @@ def _decode(body: bytes) -> str:
         ) from None
 
 
-def _invalid_user(index: int | None, field: str, message: str) -> NoReturn:
+def _invalid(kind: Kind, index: int | None, field: str, message: str) -> NoReturn:
     extra: dict[str, Any] = {} if index is None else {"index": index}
-    raise ClientError(400, "invalid user", message, field=field, **extra)
+    raise ClientError(400, f"invalid {kind.noun}", message, field=field, **extra)
 
 
 def _reject_constant(name: str) -> NoReturn:

@@ -1,6 +1,6 @@
 """Applying an update to a stored profile, ordered by ``modified_time``, field by field.
 
-Several processes send updates for one user, and they arrive in any order. Each update
+Several processes send updates for one user (or company), and they arrive in any order. Each update
 carries the moment it describes (``modified_time``; the server's clock when it has
 none). The collector keeps, beside each profile, a *clock* per value: the moment of the
 update that set it, for every top-level field, every campaign key and every metadata
@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..models import ValidationError, parse_timestamp
+from .kinds import USERS, Kind
 
 __all__ = ["Clock", "epoch_ms", "instant", "merge_profile"]
 
@@ -32,17 +33,6 @@ Clock = Any
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MILLISECOND = timedelta(milliseconds=1)
 _NESTED = ("metadata", "campaign")
-_ORDER = (
-    "user_id",
-    "company_id",
-    "session_tokens",
-    "modified_time",
-    "created_time",
-    "ip_address",
-    "user_agent_string",
-    "campaign",
-    "metadata",
-)
 
 
 def instant(timestamp: str) -> datetime:
@@ -67,8 +57,9 @@ def merge_profile(
     clocks: Mapping[str, Clock],
     update: Mapping[str, Any],
     now: str,
+    kind: Kind = USERS,
 ) -> tuple[dict[str, Any], dict[str, Clock]]:
-    """Apply one validated wire-form update; the new profile and its new clocks.
+    """Apply one validated wire-form update of ``kind``; the new profile and its new clocks.
 
     Neither argument is mutated. ``modified_time`` of the result is the newest seen,
     ``created_time`` the oldest, and never after ``modified_time``.
@@ -86,7 +77,7 @@ def merge_profile(
         new_clocks = dict(clocks)
         base = epoch_ms(profile.get("modified_time") or now)
     for key, value in changes.items():
-        if key == "user_id":
+        if key == kind.id_field:
             merged[key] = value
         elif key in _NESTED and type(value) is dict:
             merged[key], new_clocks[key] = _merge_tree(
@@ -99,7 +90,7 @@ def merge_profile(
     tokens: list[str] = merged["session_tokens"]
     if token is not None and token not in tokens:
         merged["session_tokens"] = [*tokens, token]
-    return {key: merged[key] for key in _ORDER if key in merged}, new_clocks
+    return {key: merged[key] for key in kind.fields if key in merged}, new_clocks
 
 
 def _stamp_times(

@@ -36,7 +36,7 @@ __all__ = [
 
 SETTING = "MOESIF_USERS"
 # Options only the Django adapter understands (lower-case, as build_config expects).
-# GET_USER_PROFILE is read by the moesif_users_backfill command, not the middleware.
+# GET_USER_PROFILE is read by the moesif_users_backfill command and at login (django/login.py).
 EXTRA_OPTIONS: tuple[str, ...] = adapter_options("django")
 
 
@@ -46,6 +46,7 @@ class DjangoSettings:
 
     config: CaptureConfig
     force_user_load: bool
+    update_on_login: bool = False
 
 
 def valid_keys() -> tuple[str, ...]:
@@ -73,7 +74,11 @@ def parse(raw: Mapping[str, Any]) -> DjangoSettings:
         extra_options=EXTRA_OPTIONS,
         source=f"settings.{SETTING}",
     )
-    return DjangoSettings(config=config, force_user_load=extras.get("force_user_load", False))
+    return DjangoSettings(
+        config=config,
+        force_user_load=extras.get("force_user_load", False),
+        update_on_login=extras.get("update_on_login", False),
+    )
 
 
 def unknown_keys_error(keys: list[Any]) -> ConfigurationError:

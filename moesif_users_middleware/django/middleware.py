@@ -17,6 +17,7 @@ from moesif_users_middleware._capture.config import configure_or_disable
 from moesif_users_middleware._capture.pipeline import Capture
 from moesif_users_middleware._capture.request_view import EnvironView, RequestView
 from moesif_users_middleware.django.conf import SETTING, read_settings, strict_setting
+from moesif_users_middleware.django.login import listen_for_logins
 
 __all__ = ["MoesifUsersMiddleware"]
 
@@ -70,6 +71,7 @@ class MoesifUsersMiddleware:
             raise MiddlewareNotUsed(f"settings.{SETTING}['ENABLED'] is False")
         self.get_response: Callable[[HttpRequest], Any] = get_response
         self.capture = Capture(resolved.config)
+        self.logins = listen_for_logins(self.capture, resolved.update_on_login)
         self.force_user_load = resolved.force_user_load
         self.user_reader = _request_user if self.force_user_load else _loaded_user
         self.async_hooks = self.capture.has_async_hooks

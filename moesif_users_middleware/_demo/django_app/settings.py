@@ -42,6 +42,12 @@ MOESIF_USERS = {
     # user's record, which the views already loaded.
     "IDENTIFY_COMPANY": "moesif_users_middleware._demo.django_app.accounts.moesif_hooks.identify_company",
     "GET_METADATA": "moesif_users_middleware._demo.django_app.accounts.moesif_hooks.get_metadata",
+    "GET_COMPANY_DOMAIN": (
+        "moesif_users_middleware._demo.django_app.accounts.moesif_hooks.get_company_domain"
+    ),
+    "GET_COMPANY_METADATA": (
+        "moesif_users_middleware._demo.django_app.accounts.moesif_hooks.get_company_metadata"
+    ),
 }
 
 ROOT_URLCONF = "moesif_users_middleware._demo.django_app.urls"

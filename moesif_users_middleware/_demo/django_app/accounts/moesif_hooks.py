@@ -1,4 +1,4 @@
-"""Hooks for ``settings.MOESIF_USERS``: company and metadata from the user's record.
+"""Hooks for ``settings.MOESIF_USERS``: company, metadata and the company's profile.
 
 They run after the view, and only for a request whose user id is known, so
 ``request.user`` is the loaded user. They read only what the views already loaded
@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
+
+from ...accounts import company_domain, company_metadata
 
 
 def _profile(request: HttpRequest) -> Any:
@@ -34,4 +36,17 @@ def get_metadata(request: HttpRequest, response: HttpResponse) -> dict[str, Any]
     if profile is not None:
         metadata["title"] = profile.title
         metadata["plan"] = profile.company.plan
+    return metadata
+
+
+def get_company_domain(request: HttpRequest, response: HttpResponse) -> str | None:
+    """The company's website domain (called only when ``identify_company`` gave an id)."""
+    return company_domain(_profile(request).company.slug)
+
+
+def get_company_metadata(request: HttpRequest, response: HttpResponse) -> dict[str, Any]:
+    """The company's name, revenue and plan."""
+    company = _profile(request).company
+    metadata = company_metadata(company.slug)
+    metadata.update(org_name=company.name, plan_name=company.plan)
     return metadata
