@@ -28,10 +28,10 @@ KILLED = """
 import json, os, signal, sys, time
 from moesif_users_middleware.sender import get_sender
 
-app_id, url, spool, users = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+app_id, url, spool, records = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 sender = get_sender(app_id, url, spool_dir=spool, flush_interval=1.0, timeout=1.0)
-for user in users:
-    assert sender.queue_user(user)
+for record in records:  # users, and companies (records without a user_id)
+    assert (sender.queue_user if "user_id" in record else sender.queue_company)(record)
 deadline = time.monotonic() + 20
 while not sender.pending == sender.stats()["spooled"] > 0:
     assert time.monotonic() < deadline, sender.stats()

@@ -97,10 +97,18 @@ def rounds_of(count: int, rounds: int) -> list[dict[str, Any]]:
 # -- surviving a killed process ------------------------------------------------------------
 
 
+def companies_of(count: int, rounds: int) -> list[dict[str, Any]]:
+    return [
+        {"company_id": f"company-{index}", "metadata": {"round": round_}}
+        for round_ in range(rounds)
+        for index in range(count)
+    ]
+
+
 def test_a_killed_process_loses_nothing(
     collector: CollectorHandle, app_id: str, spool: Path
 ) -> None:
-    run_killed(app_id, spool, rounds_of(300, 3))
+    run_killed(app_id, spool, rounds_of(300, 3) + companies_of(50, 3))
     names = [name for name in spool_files(spool) if name.endswith(".db")]
     assert len(names) == 1
     for name in spool_files(spool):  # session tokens and personal data: this user only
@@ -115,6 +123,8 @@ def test_a_killed_process_loses_nothing(
         profile = profiles[f"user-{index}"]
         assert profile["metadata"] == {"round": 2, "first": True, "plan": "p2"}
         assert sorted(profile["session_tokens"]) == [f"token-{index}-0", f"token-{index}-1"]
+    companies = {c["company_id"]: c["metadata"] for c in collector.list_companies(app_id)}
+    assert companies == {f"company-{index}": {"round": 2} for index in range(50)}
     assert sender.stats()["spooled"] == 0
     sender.shutdown()
     assert spool_files(spool) == []  # an empty spool leaves no file behind
@@ -175,14 +185,18 @@ def test_retryable_failures_stay_and_confirmed_records_leave(
     with FaultServer(forward_to=collector.url, mode=Reply(503)) as server:
         sender = spool_sender(app_id, server.url, spool)
         sender.queue_users([{"user_id": "a"}, {"user_id": "b", "metadata": {"k": 1}}])
+        sender.queue_company({"company_id": "c"})
         assert sender.flush(timeout=1.5) is False
-        assert sender.stats()["spooled"] == 2
+        assert sender.stats()["spooled"] == 3
+        assert sender.stats("users")["spooled"] == 2
+        assert sender.stats("companies")["spooled"] == 1
         assert sender.stats()["failed"] == 0
         server.mode = Accept()
         assert sender.flush(timeout=10) is True
         stats = sender.stats()
-        assert (stats["spooled"], stats["sent"]) == (0, 2)
+        assert (stats["spooled"], stats["sent"]) == (0, 3)
     assert {p["user_id"] for p in collector.list_users(app_id)} == {"a", "b"}
+    assert collector.get_company(app_id, "c") is not None
 
 
 def test_records_refused_for_good_leave_the_spool(
