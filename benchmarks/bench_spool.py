@@ -62,8 +62,11 @@ def user(index: int, round_: int = 0) -> dict[str, Any]:
 def bench_hot(rounds: int, calls: int) -> None:
     sink = Sink()
     with tempfile.TemporaryDirectory() as tmp:
-        plain = get_sender("bench-" + uuid.uuid4().hex, sink.url)
-        spooled = get_sender("bench-" + uuid.uuid4().hex, sink.url, spool_dir=tmp + "/spool")
+        room = {"max_queue_size": 10 * calls}  # a round never fills the buffer
+        plain = get_sender("bench-" + uuid.uuid4().hex, sink.url, **room)
+        spooled = get_sender(
+            "bench-" + uuid.uuid4().hex, sink.url, spool_dir=tmp + "/spool", **room
+        )
         distinct = [user(i) for i in range(calls)]
 
         def repeated(sender: Any) -> None:
