@@ -42,6 +42,7 @@ __all__ = [
     "Option",
     "adapter_options",
     "check_option",
+    "from_environment",
     "markdown_table",
     "option",
     "redact",
@@ -53,6 +54,7 @@ __all__ = [
 Check = Callable[[Any, str], Any]
 
 MIN_BATCH_BYTES = 256
+MIN_SPOOL_BYTES = 64 * 1024
 MAX_SECONDS = 24 * 3600.0
 
 
@@ -67,6 +69,7 @@ class Option:
     where: str = "capture"
     check: Check | None = None
     hook: bool = False  # documented in the README's table of hooks instead
+    env: str | None = None  # the environment variable read when the option is not given
 
     @property
     def label(self) -> str:
@@ -136,6 +139,19 @@ def positive_length(value: Any, label: str) -> int:
     if type(value) is not int or value < 1:
         raise ConfigurationError(f"{label} must be a positive integer")
     return value
+
+
+def directory(value: Any, label: str) -> str | None:
+    """``None`` (off) or a directory path (``str`` or path-like), made absolute."""
+    if value is None:
+        return None
+    try:
+        path = os.fspath(value)
+    except TypeError:
+        raise ConfigurationError(f"{label} must be a directory path, not {_kind(value)}") from None
+    if not isinstance(path, str) or not path.strip():
+        raise ConfigurationError(f"{label} must be a non-empty directory path")
+    return os.path.abspath(path)
 
 
 # -- the table -------------------------------------------------------------------------------
@@ -327,6 +343,25 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "gzip", True, "`True`", "gzip request bodies above 1 KiB", where="sender", check=boolean
     ),
+    Option(
+        "spool_dir",
+        None,
+        "off (`MOESIF_USERS_SPOOL_DIR`)",
+        "keep pending records on disk in this directory, so a crash or an outage loses "
+        "nothing (see Durable spool)",
+        where="sender",
+        check=directory,
+        env="MOESIF_USERS_SPOOL_DIR",
+    ),
+    Option(
+        "max_spool_bytes",
+        100 * _MIB,
+        "100 MiB",
+        "bytes of records the spool keeps; new records beyond it are dropped and counted "
+        "(updates of spooled ones still apply)",
+        where="sender",
+        check=integer(MIN_SPOOL_BYTES),
+    ),
 )
 
 _BY_NAME: dict[str, Option] = {row.name: row for row in OPTIONS}
@@ -347,6 +382,19 @@ def adapter_options(adapter: str) -> tuple[str, ...]:
 def option(name: str) -> Option:
     """The row of ``name`` (``KeyError`` for an unknown name)."""
     return _BY_NAME[name]
+
+
+def from_environment(given: Iterable[str]) -> dict[str, Any]:
+    """The options not ``given`` whose environment variable is set, checked (the variable
+    names them in errors)."""
+    values: dict[str, Any] = {}
+    for row in OPTIONS:
+        if row.env is None or row.name in given:
+            continue
+        text = os.environ.get(row.env, "").strip()
+        if text:
+            values[row.name] = text if row.check is None else row.check(text, row.env)
+    return values
 
 
 def check_option(name: str, value: Any, label: str | None = None) -> Any:

@@ -1,4 +1,4 @@
-"""The ``moesif-users`` command: ``collector``, ``demo`` and ``send``.
+"""The ``moesif-users`` command: ``collector``, ``demo``, ``send`` and ``spool``.
 
 Each subcommand's work lives in its own module, imported only when that subcommand runs,
 so ``moesif-users --help`` stays fast and needs no optional dependency.
@@ -35,6 +35,12 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _run_send(args: argparse.Namespace) -> int:
     from .backfill.command import run
+
+    return run(args)
+
+
+def _run_spool(args: argparse.Namespace) -> int:
+    from ._spool_command import run
 
     return run(args)
 
@@ -84,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         configure_parser(send)
     send.set_defaults(handler=_run_send)
+
+    spool = commands.add_parser(
+        "spool", help="show what a spool directory holds; --send delivers it"
+    )
+    from ._spool_command import configure_parser as configure_spool
+
+    configure_spool(spool)
+    spool.set_defaults(handler=_run_spool)
     return parser
 
 

@@ -89,7 +89,12 @@ class Sender:
         self._transport = transport
         self._warnings = RateLimitedLog(_logger)
         self._engine = Engine(
-            self.options, retry, self._connect, self._warnings, _lifecycle.sender_started
+            self.options,
+            retry,
+            self._connect,
+            self._warnings,
+            _lifecycle.sender_started,
+            application_id,
         )
         self.defer = self._engine.defer  # the engine keeps its identity across forks
         _lifecycle.track(self)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,7 +28,14 @@ except ModuleNotFoundError as missing:  # no uvicorn (``nox -s core``): tests ne
             pytest.skip(f"needs {_MISSING} (the [collector] extra)")
 
 
-__all__ = ["APP_ID_HEADER", "CollectorHandle", "ServerThread", "stop_process_group"]
+__all__ = [
+    "APP_ID_HEADER",
+    "CollectorHandle",
+    "ServerThread",
+    "free_port",
+    "stop_process_group",
+    "wait_for_two_workers",
+]
 
 
 APP_ID_HEADER = "X-Moesif-Application-Id"
@@ -91,6 +100,31 @@ class CollectorHandle:
 
     def close(self) -> None:
         self.client.close()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_two_workers(url: str, process: subprocess.Popen[str]) -> set[int]:
+    """Until both workers of a server answering ``{"pid": ...}`` have answered (a worker
+    still booting answers nothing); their pids."""
+    pids: set[int] = set()
+    deadline = time.monotonic() + 30
+    while len(pids) < 2 and time.monotonic() < deadline:
+        assert process.poll() is None, "the server exited early"
+        try:
+            with ThreadPoolExecutor(4) as pool:
+                answers = list(pool.map(lambda _: httpx.get(url, timeout=2.0), range(8)))
+            pids.update(answer.json()["pid"] for answer in answers)
+        except httpx.TransportError:
+            time.sleep(0.1)
+    assert len(pids) == 2, f"did not see two workers: {pids}"
+    return pids
 
 
 def stop_process_group(process: subprocess.Popen[Any], grace: float = 10.0) -> None:

@@ -96,6 +96,8 @@ def test_every_option_is_accepted() -> None:
         "timeout": 2,
         "shutdown_timeout": 0,
         "gzip": False,
+        "spool_dir": "/var/spool/app",
+        "max_spool_bytes": 1 << 20,
     }
     assert set(options) == set(CAPTURE_OPTIONS)
     config, _ = build_config(options)
@@ -117,6 +119,8 @@ def test_every_option_is_accepted() -> None:
         "timeout": 2,
         "shutdown_timeout": 0,
         "gzip": False,
+        "spool_dir": "/var/spool/app",
+        "max_spool_bytes": 1 << 20,
     }
 
 

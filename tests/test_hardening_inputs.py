@@ -215,6 +215,8 @@ KIND_OF_HOOK = {
     "get_session_token": "id",
     "get_metadata": "metadata",
     "get_campaign": "campaign",
+    "get_company_domain": "id",
+    "get_company_metadata": "metadata",
 }
 
 

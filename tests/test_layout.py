@@ -54,6 +54,7 @@ RANKS = {
     "sender": 5,
     "_capture": 6,
     "backfill": 7,
+    "_spool_command": 7,
     "collector": 7,
     "django": 8,
     "flask": 8,
@@ -74,6 +75,7 @@ RANKS = {
 LAZY = {
     ("cli", "_demo.run"),  # the demo needs every framework
     ("cli", "backfill.command"),  # the send command's readers
+    ("cli", "_spool_command"),  # the spool command (it loads the sender)
     ("cli", "collector"),  # needs starlette and uvicorn
     ("_demo.run", "_demo.flask_app"),  # needs flask
     ("_demo.run", "collector"),

@@ -81,6 +81,7 @@ def test_queue_and_flush_delivers_the_reference_user(
         "retries": 0,
         "failed": 0,
         "dropped": 0,
+        "spooled": 0,
     }
 
 

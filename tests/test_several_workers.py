@@ -11,7 +11,6 @@ older round's values.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,20 +20,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from servers import CollectorHandle, stop_process_group
+from servers import CollectorHandle, free_port, stop_process_group, wait_for_two_workers
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 USERS = [f"worker-user-{index}" for index in range(10)]
 ROUNDS = 12
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def serve(kind: str, app_id: str, collector: CollectorHandle) -> tuple[subprocess.Popen[str], str]:
@@ -68,21 +60,6 @@ def serve(kind: str, app_id: str, collector: CollectorHandle) -> tuple[subproces
         start_new_session=True,
     )
     return process, f"http://127.0.0.1:{port}"
-
-
-def wait_for_two_workers(url: str, process: subprocess.Popen[str]) -> None:
-    """Until both workers have answered (a worker still booting answers nothing)."""
-    pids: set[int] = set()
-    deadline = time.monotonic() + 30
-    while len(pids) < 2 and time.monotonic() < deadline:
-        assert process.poll() is None, "the server exited early"
-        try:
-            with ThreadPoolExecutor(4) as pool:
-                answers = list(pool.map(lambda _: httpx.get(url, timeout=2.0), range(8)))
-            pids.update(answer.json()["pid"] for answer in answers)
-        except httpx.TransportError:
-            time.sleep(0.1)
-    assert len(pids) == 2, f"did not see two workers: {pids}"
 
 
 def request(client: httpx.Client, user: str, round_: int) -> int:

@@ -196,8 +196,10 @@ class Fields:
         if type(result) is not str:
             if result is None or result is FAILED or result is UNSET:
                 return None
-            self._wrong_type("get_company_domain", result, "a string or None")
-            return None
+            coerced = self._coerced("get_company_domain", result)  # as ids are
+            if coerced is None or coerced is FAILED:
+                return None
+            result = coerced
         if not is_valid_text(result):
             self._invalid("get_company_domain", "not text", "returned a domain that is not text")
             return None

@@ -10,7 +10,10 @@ The arrows point one way, from the facade (:mod:`moesif_users_middleware.sender`
 - :mod:`.batches` serializes records once and packs them by count and bytes;
 - :mod:`.post` sends one batch: retries, ``Retry-After``, the deadline, 413 and 400
   splitting (the backfill command uses it too);
-- :mod:`.engine` runs it: the worker thread, send cycles, flush tickets, shutdown.
+- :mod:`.engine` runs it: the worker thread, send cycles, flush tickets, shutdown;
+- :mod:`.spool` (opt-in, ``spool_dir``) keeps pending records on disk between the buffer
+  and the send cycles, one file per process (:mod:`.spool_file`), and adopts the files
+  of processes that are gone (:mod:`.spool_adopt`).
 
 Records are plain wire-form dicts of one :class:`.kinds.RecordKind` (users; companies are
 a second kind, not a copy).

@@ -5,18 +5,23 @@ cycle settled one way: delivered; skipped as unchanged; kept for a later cycle (
 was unavailable until the batch's deadline: merged back *under* newer updates); or lost
 (refused by the API, too large, unserializable), counted as ``failed`` or ``dropped``
 with one log line. A key leaves "in flight" once all its records are settled.
+
+With a spool (:mod:`.spool`) the records come from its file, a chunk at a time, and go
+back there: the cycle hands its outcomes to a :class:`.spool.SpoolCycle` instead of the
+memory buffer (both have ``merge_back`` and ``release``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..transport import RawResponse, compress
 from .batches import Batch, Item, pack, serialize
-from .buffer import Entry
+from .buffer import Entry, Timed
 from .kinds import KINDS, Key, RecordKind
 from .post import Answer, Outcome, Part, deliver_split, post_with_retries, refusal
 
@@ -30,11 +35,20 @@ logger = logging.getLogger("moesif_users_middleware.sender")
 _monotonic = time.monotonic
 
 
+class Returns(Protocol):
+    """Where a cycle's records go back: the memory buffer, or the spool's cycle."""
+
+    def merge_back(self, key: Key, id_field: str, records: list[Timed]) -> None: ...
+    def release(self, keys: Iterable[Key]) -> None: ...
+
+
 @dataclass
 class _Cycle:
     """Book-keeping for one cycle."""
 
-    remaining: dict[Key, int]  # records not yet settled, per key
+    returns: Returns
+    drained: dict[Key, Entry] = field(default_factory=dict)  # the chunk being sent
+    remaining: dict[Key, int] = field(default_factory=dict)  # records not yet settled, per key
     lost: bool = False
     requeued: int = 0
     gave_up: bool = False
@@ -43,33 +57,42 @@ class _Cycle:
 
 def run_cycle(engine: Engine, worker: Worker) -> None:
     """Send everything pending once (the worker's thread, or shutdown's)."""
+    spooled = engine.spool.cycle() if engine.spool is not None else None
     with engine.lock:
         due = engine.unchanged.due(_monotonic())
         if due:
             engine.buffer.reassert(due)
-        drained = engine.buffer.drain()
+        drained = engine.buffer.drain() if spooled is None else {}
         worker.cycles_started += 1
         number = worker.cycles_started
         worker.cycle_active = True
         worker.urgent = False
-    state = _Cycle({key: 1 + len(entry.tokens or ()) for key, entry in drained.items()})
+    state = _Cycle(engine.buffer if spooled is None else spooled)
     try:
-        _send(engine, worker, drained, state)
+        for chunk in [drained] if spooled is None else spooled.chunks():
+            state.drained = chunk
+            state.remaining = {key: 1 + len(entry.tokens or ()) for key, entry in chunk.items()}
+            _send(engine, worker, chunk, state)
+            if spooled is not None:
+                spooled.commit()
+            if state.gave_up:
+                break
     finally:
-        _end(engine, worker, drained, state, number)
+        _end(engine, worker, state, number)
+        if spooled is not None:
+            spooled.finish()
 
 
-def _end(
-    engine: Engine, worker: Worker, drained: dict[Key, Entry], state: _Cycle, number: int
-) -> None:
+def _end(engine: Engine, worker: Worker, state: _Cycle, number: int) -> None:
     now = _monotonic()
+    returns = state.returns
     with engine.lock:
         leftover = [key for key, count in state.remaining.items() if count > 0]
         for key in leftover:  # only after an unexpected error: keep those records
-            entry = drained[key]
-            engine.buffer.merge_back(key, entry.id_field, entry.timed_records())
+            entry = state.drained[key]
+            returns.merge_back(key, entry.id_field, entry.timed_records())
             state.requeued += 1
-        engine.buffer.release(leftover)
+        returns.release(leftover)
         worker.cycles_done = number
         worker.cycle_active = False
         if state.requeued:
@@ -237,7 +260,7 @@ def _settle(
                 by_key.setdefault(item.key, []).append(item)
             for key, mine in by_key.items():
                 id_field = KINDS[key[0]].id_field
-                engine.buffer.merge_back(key, id_field, [item.timed for item in mine])
+                state.returns.merge_back(key, id_field, [item.timed for item in mine])
             state.requeued += len(items)
         else:
             tally.failed += len(items)
@@ -255,7 +278,7 @@ def _settle_locked(engine: Engine, state: _Cycle, items: list[Item]) -> None:
         if count == 0:
             done.append(item.key)
     if done:
-        engine.buffer.release(done)
+        state.returns.release(done)
 
 
 def _log_refused(engine: Engine, answer: Answer, count: int) -> None:

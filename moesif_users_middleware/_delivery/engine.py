@@ -32,6 +32,7 @@ from .buffer import PendingBuffer
 from .kinds import Key, RecordKind
 from .options import SenderOptions
 from .retry import RetryPolicy
+from .spool import Spool, app_tag
 from .tally import COUNTERS, total
 from .unchanged import Unchanged
 from .worker import Connect, Worker
@@ -65,12 +66,15 @@ class Engine:
         connect: Connect,
         warnings: RateLimitedLog,
         on_start: Callable[[], None],
+        application_id: str = "",
     ) -> None:
         self.options = options
         self.retry = retry
         self.connect = connect  # a new HTTP client (the worker's)
         self.warnings = warnings
         self.on_start = on_start  # called when the worker thread starts
+        self.spool_tag = app_tag(application_id)  # names its spool files (never the id)
+        self.spool: Spool | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -87,6 +91,10 @@ class Engine:
         memory = max(_MIN_MEMORY, options.max_queue_size)
         self.unchanged = Unchanged(memory, options.min_update_interval)
         self.tallies = self.buffer.tallies  # per kind; see .tally
+        if self.spool is not None:
+            self.spool.abandon()  # a forked child: the parent's file stays the parent's
+        spool_dir = options.spool_dir
+        self.spool = None if spool_dir is None else Spool(self, spool_dir, self.spool_tag)
         self.worker = Worker(self)
 
     # -- queueing ------------------------------------------------------------------------
@@ -242,14 +250,24 @@ class Engine:
         self.drain()
         with self.lock:
             if kind is not None:
-                return self.tallies[kind].as_dict()
-            tallies = self.tallies.values()
-            return {name: total(tallies, name) for name in COUNTERS}
+                stats = self.tallies[kind].as_dict()
+            else:
+                tallies = self.tallies.values()
+                stats = {name: total(tallies, name) for name in COUNTERS}
+            stats["spooled"] = 0 if self.spool is None else self.spool.spooled(kind)
+            return stats
 
     @property
     def pending(self) -> int:
-        """Keys waiting to be sent or being sent, and captures not yet finished."""
-        return self.buffer.slots + len(self.inbox)
+        """Keys waiting to be sent or being sent (in memory or in the spool), and captures
+        not yet finished."""
+        spooled = 0 if self.spool is None else self.spool.rows
+        return self.buffer.slots + len(self.inbox) + spooled
+
+    @property
+    def has_work(self) -> bool:
+        """Records to send: pending in memory or waiting in the spool (the lock is held)."""
+        return bool(self.buffer.pending) or (self.spool is not None and self.spool.waiting)
 
 
 def _stamp_of(record: dict[str, Any]) -> tuple[float, str | None]:

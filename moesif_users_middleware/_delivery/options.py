@@ -16,7 +16,9 @@ the README); in short:
   last one; 0 disables;
 - ``timeout`` (10 s): per HTTP request, start to last byte (connect capped at 5 s);
 - ``shutdown_timeout`` (3 s): longest the exit flush may hold the process;
-- ``gzip`` (True): gzip request bodies larger than 1 KiB.
+- ``gzip`` (True): gzip request bodies larger than 1 KiB;
+- ``spool_dir`` (off; ``MOESIF_USERS_SPOOL_DIR``) and ``max_spool_bytes`` (100 MiB):
+  the durable spool (:mod:`.spool`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._options import SENDER_OPTIONS, check_option, option, unknown_options_error
+from .._options import (
+    SENDER_OPTIONS,
+    check_option,
+    from_environment,
+    option,
+    unknown_options_error,
+)
 from ..errors import UnknownOptionError
 
 __all__ = ["SENDER_OPTIONS", "SenderOptions", "UnknownOptionError", "validate_sender_options"]
@@ -48,12 +56,17 @@ class SenderOptions:
     timeout: float = _default("timeout")
     shutdown_timeout: float = _default("shutdown_timeout")
     gzip: bool = _default("gzip")
+    spool_dir: str | None = _default("spool_dir")
+    max_spool_bytes: int = _default("max_spool_bytes")
 
 
 def validate_sender_options(
     options: Mapping[str, Any], label: Callable[[str], str] = str
 ) -> SenderOptions:
     """Check names, types and ranges; ``ConfigurationError`` names the offending option.
+
+    An option not given is read from its environment variable, if it has one and it is set
+    (``MOESIF_USERS_SPOOL_DIR``).
 
     ``label`` spells an option's name as the user wrote it (Django settings keys, ...).
     """
@@ -62,4 +75,4 @@ def validate_sender_options(
         error = unknown_options_error(unknown, SENDER_OPTIONS, noun="sender option")
         raise UnknownOptionError(str(error))
     values = {name: check_option(name, options[name], label(name)) for name in options}
-    return SenderOptions(**values)
+    return SenderOptions(**values, **from_environment(values))

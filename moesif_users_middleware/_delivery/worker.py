@@ -79,6 +79,8 @@ class Worker:
 
     def start(self) -> None:
         """Start (or resume) the thread; the lock is held."""
+        if self.engine.spool is not None:
+            self.engine.spool.start()
         thread = self.thread
         if thread is not None and thread.is_alive():  # resume a worker told to stop
             self.stopping = False
@@ -105,6 +107,8 @@ class Worker:
             self.stopping = True
             self.stop_deadline = min(self.stop_deadline, deadline)
             engine.cond.notify_all()
+        if engine.spool is not None:  # on disk first: delivery may not finish in time
+            engine.spool.persist(timeout=max(0.0, self.stop_deadline - _monotonic()))
 
     def finish_stop(self) -> int:
         """Wait for the stop asked by :meth:`begin_stop`; the keys left undelivered."""
@@ -114,8 +118,10 @@ class Worker:
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - _monotonic()))
         alive = thread is not None and thread.is_alive()
-        if not alive and engine.buffer.pending and _monotonic() < deadline:
+        if not alive and engine.has_work and _monotonic() < deadline:
             self._serve_inline(deadline)
+        if engine.spool is not None:  # what is left stays on disk, not lost
+            engine.spool.stop(deadline, worker_alive=alive)
         with engine.lock:
             left = engine.buffer.slots
             self.running = False
@@ -144,7 +150,7 @@ class Worker:
 
     def flush_begin(self) -> Ticket | None:
         """Register a flush waiter; ``None`` when there is nothing to wait for."""
-        pending = bool(self.engine.buffer.pending)
+        pending = self.engine.has_work
         if not pending and not self.cycle_active:
             return None
         if not self.running:
@@ -184,7 +190,7 @@ class Worker:
                     if self.thread is threading.current_thread():
                         self.thread = None
                         self.running = False
-                        if not self.stopping and engine.buffer.pending:
+                        if not self.stopping and engine.has_work:
                             self.start()  # resumed while it was exiting
                     engine.cond.notify_all()
 
@@ -217,7 +223,7 @@ class Worker:
                     continue
                 now = _monotonic()
                 final = self.deadline_cap()
-                pending = engine.buffer.pending or engine.inbox
+                pending = engine.has_work or engine.inbox
                 if self.stopping or final < _INF:
                     if not pending or now >= final:
                         return False
