@@ -107,8 +107,10 @@ class Sender:
         Raises ``ValidationError`` naming the field for bad input; never raises or
         blocks for network trouble. Do not mutate the dict after queueing it.
         """
-        self._check_fork()
-        return self._engine.queue_direct(USERS, [normalize_user(user)])
+        engine = self._engine
+        if engine.pid != _getpid():  # _check_fork, inline: this is the hot path
+            self._after_fork()
+        return engine.queue_direct(USERS, (normalize_user(user),))
 
     def queue_users(self, users: Iterable[Any]) -> bool:
         """Validate every user first (``users[3].user_id`` in errors), then queue them.
@@ -125,7 +127,7 @@ class Sender:
         ``/v1/companies/batch`` in batches of their own.
         """
         self._check_fork()
-        return self._engine.queue_direct(COMPANIES, [normalize_company(company)])
+        return self._engine.queue_direct(COMPANIES, (normalize_company(company),))
 
     def queue_companies(self, companies: Iterable[Any]) -> bool:
         """Validate every company first (``companies[3].company_id`` in errors), then queue them."""
