@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from .._delivery.options import validate_sender_options
 from .._options import (
@@ -122,107 +122,34 @@ def build_config(
     id, so :class:`MissingApplicationIdError` means nothing else is wrong.
     """
     extra = tuple(extra_options)
-
-    def label(name: str) -> str:
-        given = labels.get(name)
-        if given is not None:
-            return given
-        return name if source == "option" else f"{source}[{name.upper()!r}]"
-
-    valid = CAPTURE_OPTIONS + extra
-    unknown = [key for key in options if key not in valid]
-    if unknown:
-        if source == "option":
-            raise unknown_options_error(unknown, valid)
-        raise unknown_options_error(
-            [key.upper() for key in unknown],
-            valid,
-            style=str.upper,
-            noun="key",
-            where=f" in {source}",
-        )
-
-    def checked(name: str) -> Any:
-        return check_option(name, options.get(name, option(name).default), label(name))
-
-    enabled: bool = checked("enabled")
-    checked("strict")  # read by configure_or_disable's caller
-    application_id = options.get("application_id")
-    if application_id is not None and not isinstance(application_id, str):
-        raise ConfigurationError(
-            f"{label('application_id')} must be a string, not {type(application_id).__name__}"
-        )
-    base_url = options.get("base_url")
-    if base_url is not None and not isinstance(base_url, str):
-        raise ConfigurationError(
-            f"{label('base_url')} must be a string, not {type(base_url).__name__}"
-        )
-    try:
-        base_url = resolve_base_url(base_url)
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"{label('base_url')}: {exc}") from None
-
-    hooks: dict[str, Hook | None] = {}
-    for name in HOOK_OPTIONS:
-        try:
-            hook = hooks[name] = resolve_hook(options.get(name), label(name))
-        except HookError as exc:
-            raise ConfigurationError(str(exc)) from exc.__cause__
-        if sync_hooks is not None and hook is not None and is_async_hook(hook):
-            raise ConfigurationError(
-                f"{label(name)} is an async def hook ({hook_label(hook)}); {sync_hooks} "
-                "runs hooks synchronously: make it a plain function"
-            )
-
-    claim: str | None = checked("jwt_user_id_claim")
-    max_ua: int = checked("max_user_agent_length")
-
-    trusted_proxies, client_ip_headers = _client_ip(
-        options.get("trusted_proxies"), options.get("client_ip_headers", ()), label
-    )
-    session_token_headers = _header_names(
-        options.get("session_token_headers", DEFAULT_SESSION_TOKEN_HEADERS),
-        label("session_token_headers"),
-    )
-    capture_campaign: bool = checked("capture_campaign")
-    update_companies: bool = checked("update_companies")
+    label = _labeller(source, labels)
+    _reject_unknown(options, CAPTURE_OPTIONS + extra, source)
+    enabled: bool = _checked(options, "enabled", label)
+    _checked(options, "strict", label)  # read by configure_or_disable's caller
+    given_id = _string_or_none(options, "application_id", label)
+    base_url = _base_url(_string_or_none(options, "base_url", label), label)
+    hooks = _hooks(options, label, sync_hooks)
+    reading = _request_reading(options, label)
     sender_options = {name: options[name] for name in SENDER_OPTIONS if name in options}
     validate_sender_options(sender_options, label)
-
     # Last, so that a missing id (a warning) never hides a real mistake (an error).
-    try:
-        application_id = resolve_application_id(application_id)
-    except MissingApplicationIdError:
-        if enabled:
-            raise MissingApplicationIdError(
-                f"no application id: set {label('application_id')} or the "
-                "MOESIF_APPLICATION_ID environment variable to record user profiles "
-                f"(or set {label('enabled')} to False to turn capture off without this "
-                "warning)"
-            ) from None
-        application_id = ""
-    except ConfigurationError as exc:
-        if enabled:
-            message = str(exc).removeprefix("application_id ")
-            raise ConfigurationError(f"{label('application_id')} {message}") from None
-        application_id = ""
-
+    application_id = _application_id(given_id, enabled, label)
     config = CaptureConfig(
         application_id=application_id,
         base_url=base_url,
-        trusted_proxies=trusted_proxies,
-        client_ip_headers=client_ip_headers,
-        session_token_headers=session_token_headers,
-        jwt_user_id_claim=claim,
-        capture_campaign=capture_campaign,
-        max_user_agent_length=max_ua,
-        update_companies=update_companies,
+        trusted_proxies=reading.trusted_proxies,
+        client_ip_headers=reading.client_ip_headers,
+        session_token_headers=reading.session_token_headers,
+        jwt_user_id_claim=reading.jwt_user_id_claim,
+        capture_campaign=reading.capture_campaign,
+        max_user_agent_length=reading.max_user_agent_length,
+        update_companies=reading.update_companies,
         enabled=enabled,
         sender_options=MappingProxyType(sender_options),
         default_user_id=default_user_id,
         **hooks,
     )
-    return config, {name: checked(name) for name in extra if name in options}
+    return config, {name: _checked(options, name, label) for name in extra if name in options}
 
 
 def configure_or_disable(
@@ -258,6 +185,124 @@ def configure_or_disable(
                 strict_hint,
             )
         return None
+
+
+def _labeller(source: str, labels: Mapping[str, str]) -> Label:
+    """How an option is named in errors: ``labels``' name, else as ``source`` spells it."""
+
+    def label(name: str) -> str:
+        given = labels.get(name)
+        if given is not None:
+            return given
+        return name if source == "option" else f"{source}[{name.upper()!r}]"
+
+    return label
+
+
+def _reject_unknown(options: Mapping[str, Any], valid: tuple[str, ...], source: str) -> None:
+    """Raise for option names not in ``valid``, spelt as ``source`` spells them."""
+    unknown = [key for key in options if key not in valid]
+    if not unknown:
+        return
+    if source == "option":
+        raise unknown_options_error(unknown, valid)
+    raise unknown_options_error(
+        [key.upper() for key in unknown],
+        valid,
+        style=str.upper,
+        noun="key",
+        where=f" in {source}",
+    )
+
+
+def _checked(options: Mapping[str, Any], name: str, label: Label) -> Any:
+    """The option's value (or its default), checked against the options table."""
+    return check_option(name, options.get(name, option(name).default), label(name))
+
+
+def _string_or_none(options: Mapping[str, Any], name: str, label: Label) -> str | None:
+    value = options.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ConfigurationError(f"{label(name)} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _base_url(value: str | None, label: Label) -> str:
+    try:
+        return resolve_base_url(value)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{label('base_url')}: {exc}") from None
+
+
+def _hooks(
+    options: Mapping[str, Any], label: Label, sync_hooks: str | None
+) -> dict[str, Hook | None]:
+    """Every hook option resolved; an ``async def`` one refused when ``sync_hooks`` is set."""
+    hooks: dict[str, Hook | None] = {}
+    for name in HOOK_OPTIONS:
+        try:
+            hook = hooks[name] = resolve_hook(options.get(name), label(name))
+        except HookError as exc:
+            raise ConfigurationError(str(exc)) from exc.__cause__
+        if sync_hooks is not None and hook is not None and is_async_hook(hook):
+            raise ConfigurationError(
+                f"{label(name)} is an async def hook ({hook_label(hook)}); {sync_hooks} "
+                "runs hooks synchronously: make it a plain function"
+            )
+    return hooks
+
+
+class _RequestReading(NamedTuple):
+    """The :class:`CaptureConfig` fields saying what is read from a request, and how."""
+
+    jwt_user_id_claim: str | None
+    max_user_agent_length: int
+    trusted_proxies: tuple[str, ...] | None
+    client_ip_headers: tuple[str, ...]
+    session_token_headers: tuple[str, ...]
+    capture_campaign: bool
+    update_companies: bool
+
+
+def _request_reading(options: Mapping[str, Any], label: Label) -> _RequestReading:
+    claim: str | None = _checked(options, "jwt_user_id_claim", label)
+    max_ua: int = _checked(options, "max_user_agent_length", label)
+    trusted_proxies, client_ip_headers = _client_ip(
+        options.get("trusted_proxies"), options.get("client_ip_headers", ()), label
+    )
+    session_token_headers = _header_names(
+        options.get("session_token_headers", DEFAULT_SESSION_TOKEN_HEADERS),
+        label("session_token_headers"),
+    )
+    return _RequestReading(
+        jwt_user_id_claim=claim,
+        max_user_agent_length=max_ua,
+        trusted_proxies=trusted_proxies,
+        client_ip_headers=client_ip_headers,
+        session_token_headers=session_token_headers,
+        capture_campaign=_checked(options, "capture_campaign", label),
+        update_companies=_checked(options, "update_companies", label),
+    )
+
+
+def _application_id(given: str | None, enabled: bool, label: Label) -> str:
+    """The given id, else the environment's; none valid: "" if capture is off, else raise."""
+    try:
+        return resolve_application_id(given)
+    except MissingApplicationIdError:
+        if enabled:
+            raise MissingApplicationIdError(
+                f"no application id: set {label('application_id')} or the "
+                "MOESIF_APPLICATION_ID environment variable to record user profiles "
+                f"(or set {label('enabled')} to False to turn capture off without this "
+                "warning)"
+            ) from None
+        return ""
+    except ConfigurationError as exc:
+        if enabled:
+            message = str(exc).removeprefix("application_id ")
+            raise ConfigurationError(f"{label('application_id')} {message}") from None
+        return ""
 
 
 def _strings(value: object, what: str) -> tuple[str, ...]:
