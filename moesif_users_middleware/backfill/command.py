@@ -14,8 +14,9 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, NamedTuple, Protocol, TextIO
 
 from .._options import resolve_application_id, resolve_base_url
 from ..errors import ConfigurationError
@@ -105,6 +106,7 @@ def _positive_float(text: str) -> float:
 
 def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
     """The options ``send`` and the Django command share."""
+    # Long but flat: one declaration per option, in --help order (groups would scatter it).
     parser.add_argument(
         "--application-id",
         help="Moesif application id (default: $MOESIF_APPLICATION_ID)",
@@ -259,120 +261,194 @@ def execute(
     returns the exit status."""
     out: Output = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
-    dry_run: bool = args.dry_run
     try:
-        options = BackfillOptions(
-            batch_size=args.batch_size,
-            max_batch_bytes=args.max_batch_bytes,
-            dry_run=dry_run,
-            max_rate=args.max_rate,
-            retry_timeout=args.retry_timeout,
-            gzip=not args.no_gzip,
-        )
-        base_url = resolve_base_url(args.base_url)
-        application_id = None if dry_run else resolve_application_id(args.application_id)
+        settings = _settings(args)
     except (ValueError, ConfigurationError) as exc:
         return _error(str(exc), err, prog)
-
-    checkpoint_path: Path | None = None
-    if not (dry_run or args.no_checkpoint):
-        chosen = args.checkpoint or default_checkpoint
-        checkpoint_path = Path(chosen) if chosen else None
-    rejects_path = Path(
-        args.rejects
-        or (
-            default_rejects.replace(".rejects.", ".dry-run.rejects.")
-            if dry_run
-            else default_rejects
+    try:
+        plan = _plan(args, kind, source_id, fingerprint, default_checkpoint, default_rejects)
+    except CheckpointError as exc:
+        return _error(str(exc), err, prog)
+    if plan.settled:
+        return _nothing_to_do(plan, out)
+    if plan.changed:
+        err.write(
+            f"{prog}: note: {source_id} changed since checkpoint {plan.checkpoint_path} "
+            f"was written; resuming after its first {plan.state.position:,} records "
+            "(--restart sends everything again)\n"
         )
+    summary = _send(source, args, settings, plan, key_name=key_name, kind=kind, err=err, prog=prog)
+    out.write(
+        format_summary(summary, plan.rejects_path, plan.checkpoint_path, settings.base_url, kind)
     )
+    out.flush()
+    return summary.exit_status
+
+
+class _Settings(NamedTuple):
+    """The sending options, checked: how to batch and pace, and where to send."""
+
+    options: BackfillOptions
+    base_url: str
+    application_id: str | None  # None on a dry run, which sends nothing
+
+
+def _settings(args: argparse.Namespace) -> _Settings:
+    """Raises ValueError or ConfigurationError (exit status 2) for an unusable option."""
+    dry_run: bool = args.dry_run
+    options = BackfillOptions(
+        batch_size=args.batch_size,
+        max_batch_bytes=args.max_batch_bytes,
+        dry_run=dry_run,
+        max_rate=args.max_rate,
+        retry_timeout=args.retry_timeout,
+        gzip=not args.no_gzip,
+    )
+    base_url = resolve_base_url(args.base_url)
+    application_id = None if dry_run else resolve_application_id(args.application_id)
+    return _Settings(options, base_url, application_id)
+
+
+@dataclass
+class _Plan:
+    """Where a run starts and what it writes, decided before anything is read."""
+
+    state: Checkpoint  # what earlier runs settled: the run continues at state.position
+    checkpoint_path: Path | None  # None: none read or written
+    rejects_path: Path
+    rejects_offset: int | None = None  # the rejects of earlier runs end here (None: none kept)
+    settled: bool = False  # an earlier run settled every record: nothing to send
+    changed: bool = False  # the input changed since the checkpoint was written
+
+
+def _plan(
+    args: argparse.Namespace,
+    kind: SendKind,
+    source_id: str,
+    fingerprint: tuple[int, int] | None,
+    default_checkpoint: str | None,
+    default_rejects: str,
+) -> _Plan:
+    """Start at the beginning, at ``--resume-from``, or after the checkpoint's records.
+
+    Raises :class:`CheckpointError` for a checkpoint that cannot be read or is another run's.
+    """
+    checkpoint_path = _checkpoint_path(args, default_checkpoint)
+    rejects_path = _rejects_path(args, default_rejects)
     size, mtime = fingerprint if fingerprint is not None else (None, None)
     state = Checkpoint(source_id, kind.name, source_size=size, source_mtime_ns=mtime)
-    resume_offset: int | None = None
+    fresh = _Plan(state, checkpoint_path, rejects_path)
     if args.resume_from is not None:
         state.position = args.resume_from
-        resume_offset = _size(rejects_path)  # keep what earlier runs rejected
-    elif checkpoint_path is not None and not args.restart:
-        try:
-            saved = load_checkpoint(checkpoint_path)
-        except CheckpointError as exc:
-            return _error(str(exc), err, prog)
-        if saved is not None:
-            if saved.kind != kind.name:
-                return _error(
-                    f"checkpoint {checkpoint_path} belongs to a --kind {saved.kind} run, and "
-                    f"this run sends {kind.name}; pass --kind {saved.kind} to resume it, "
-                    f"another --checkpoint, or --restart to send {kind.name} from the start",
-                    err,
-                    prog,
-                )
-            if saved.source != source_id:
-                return _error(
-                    f"checkpoint {checkpoint_path} was written for {saved.source}, not "
-                    f"{source_id}; pass another --checkpoint or --restart",
-                    err,
-                    prog,
-                )
-            changed = fingerprint is not None and (
-                (saved.source_size, saved.source_mtime_ns) != fingerprint
-            )
-            if saved.complete and not changed:
-                rejected = bool(saved.invalid or saved.failed or saved.rejects_offset)
-                records = (
-                    f"the only record of {source_id} was"
-                    if saved.position == 1
-                    else f"all {saved.position:,} records of {source_id} were"
-                )
-                out.write(
-                    f"Nothing to do: {records} settled by an earlier run (checkpoint "
-                    f"{checkpoint_path}"
-                    + (
-                        f"; {saved.invalid:,} invalid, {saved.failed:,} failed: see {rejects_path}"
-                        if rejected
-                        else ""
-                    )
-                    + "); pass --restart to send them again.\n"
-                )
-                return 1 if rejected else 0
-            if changed:
-                err.write(
-                    f"{prog}: note: {source_id} changed since checkpoint {checkpoint_path} "
-                    f"was written; resuming after its first {saved.position:,} records "
-                    "(--restart sends everything again)\n"
-                )
-            state = saved
-            state.source_size, state.source_mtime_ns = size, mtime
-            state.complete = False
-            resume_offset = saved.rejects_offset
+        fresh.rejects_offset = _size(rejects_path)  # keep what earlier runs rejected
+        return fresh
+    if checkpoint_path is None or args.restart:
+        return fresh
+    saved = load_checkpoint(checkpoint_path)
+    if saved is None:
+        return fresh
+    _check_same_run(saved, checkpoint_path, kind, source_id)
+    changed = fingerprint is not None and (
+        (saved.source_size, saved.source_mtime_ns) != fingerprint
+    )
+    if saved.complete and not changed:
+        return _Plan(saved, checkpoint_path, rejects_path, settled=True)
+    saved.source_size, saved.source_mtime_ns = size, mtime
+    saved.complete = False
+    return _Plan(saved, checkpoint_path, rejects_path, saved.rejects_offset, changed=changed)
 
+
+def _checkpoint_path(args: argparse.Namespace, default: str | None) -> Path | None:
+    if args.dry_run or args.no_checkpoint:
+        return None
+    chosen = args.checkpoint or default
+    return Path(chosen) if chosen else None
+
+
+def _rejects_path(args: argparse.Namespace, default: str) -> Path:
+    if args.rejects:
+        return Path(args.rejects)
+    return Path(default.replace(".rejects.", ".dry-run.rejects.") if args.dry_run else default)
+
+
+def _check_same_run(saved: Checkpoint, path: Path, kind: SendKind, source_id: str) -> None:
+    """Raise :class:`CheckpointError` unless ``saved`` was written sending this input."""
+    if saved.kind != kind.name:
+        raise CheckpointError(
+            f"checkpoint {path} belongs to a --kind {saved.kind} run, and "
+            f"this run sends {kind.name}; pass --kind {saved.kind} to resume it, "
+            f"another --checkpoint, or --restart to send {kind.name} from the start"
+        )
+    if saved.source != source_id:
+        raise CheckpointError(
+            f"checkpoint {path} was written for {saved.source}, not "
+            f"{source_id}; pass another --checkpoint or --restart"
+        )
+
+
+def _nothing_to_do(plan: _Plan, out: Output) -> int:
+    """Say that an earlier run settled every record; returns that run's exit status."""
+    saved = plan.state
+    rejected = bool(saved.invalid or saved.failed or saved.rejects_offset)
+    records = (
+        f"the only record of {saved.source} was"
+        if saved.position == 1
+        else f"all {saved.position:,} records of {saved.source} were"
+    )
+    out.write(
+        f"Nothing to do: {records} settled by an earlier run (checkpoint "
+        f"{plan.checkpoint_path}"
+        + (
+            f"; {saved.invalid:,} invalid, {saved.failed:,} failed: see {plan.rejects_path}"
+            if rejected
+            else ""
+        )
+        + "); pass --restart to send them again.\n"
+    )
+    return 1 if rejected else 0
+
+
+def _send(
+    source: RecordSource,
+    args: argparse.Namespace,
+    settings: _Settings,
+    plan: _Plan,
+    *,
+    key_name: str,
+    kind: SendKind,
+    err: TextIO,
+    prog: str,
+) -> Summary:
+    """Run the backfill as planned; SIGINT or SIGTERM stops it gracefully (resumable)."""
     progress = make_progress(
         args.progress, err, label=kind.name, noun=kind.noun, interval=args.progress_interval
     )
     client = None
-    if not dry_run:
-        client = UsersClient(application_id, base_url, timeout=args.timeout, gzip=False)
+    if not args.dry_run:
+        client = UsersClient(
+            settings.application_id, settings.base_url, timeout=args.timeout, gzip=False
+        )
     try:
-        rejects = RejectsFile(rejects_path, key_name=key_name, resume_offset=resume_offset)
+        rejects = RejectsFile(
+            plan.rejects_path, key_name=key_name, resume_offset=plan.rejects_offset
+        )
         backfill = Backfill(
             source,
             client=client,
             rejects=rejects,
-            state=state,
-            checkpoint_path=checkpoint_path,
-            options=options,
+            state=plan.state,
+            checkpoint_path=plan.checkpoint_path,
+            options=settings.options,
             progress=progress,
             kind=kind,
         )
-        if state.position:
-            err.write(f"{prog}: resuming after record {state.position:,}\n")
+        if plan.state.position:
+            err.write(f"{prog}: resuming after record {plan.state.position:,}\n")
         with _graceful_stop(backfill.stop):
-            summary = backfill.run()
+            return backfill.run()
     finally:
         if client is not None:
             client.close()
-    out.write(format_summary(summary, rejects_path, checkpoint_path, base_url, kind))
-    out.flush()
-    return summary.exit_status
 
 
 def format_summary(
