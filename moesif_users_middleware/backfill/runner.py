@@ -151,16 +151,41 @@ class Summary:
         )
 
 
+_Reject = tuple[Any, str | None, str, Any]  # key, field, message, raw record
+
+
 @dataclass
 class _Batch:
     end: int  # position after this batch's last record
     cursor: Any  # key of the last record read
     keys: list[Any]
     parts: list[bytes]
-    rejects: list[tuple[Any, str | None, str, Any]]
+    rejects: list[_Reject]
     final: bool = False  # the end of the input: the run is complete once this settles
     body: bytes = b""
     encoding: str | None = None
+
+
+class _Filling:
+    """The batch being read: its records as JSON so far, and the rejects among them."""
+
+    __slots__ = ("keys", "parts", "rejects", "size", "start")
+
+    def __init__(self, start: int) -> None:
+        self.start = start  # the position it starts after
+        self.keys: list[Any] = []
+        self.parts: list[bytes] = []
+        self.rejects: list[_Reject] = []
+        self.size = 0  # JSON bytes of the parts, with a comma each
+
+    def add(self, key: Any, data: bytes) -> None:
+        self.keys.append(key)
+        self.parts.append(data)
+        self.size += len(data) + 1
+
+    def batch(self, end: int, cursor: Any, *, final: bool = False) -> _Batch:
+        """Sealed: ``end`` is the position after its last item, ``cursor`` that item's key."""
+        return _Batch(end, cursor, self.keys, self.parts, self.rejects, final=final)
 
 
 class _Stop(Exception):
@@ -233,64 +258,33 @@ class Backfill:
     # -- reading (calling thread) -------------------------------------------------------
 
     def _read(self, items: Iterable[Item]) -> None:
-        options = self.options
-        batch_size = options.batch_size
-        if options.max_rate is not None:  # at least one batch a second: smooth, not bursty
-            batch_size = min(batch_size, max(1, int(options.max_rate)))
-        max_bytes = options.max_batch_bytes - 2  # the brackets
+        batch_size = self._records_per_batch()
+        max_bytes = self.options.max_batch_bytes - 2  # the brackets
+        pacer = _Pacer(self.options.max_rate)
+        stopping = self._stopping
+        encoded = self._encoded
         position = self.state.position
-        keys: list[Any] = []
-        parts: list[bytes] = []
-        rejects: list[tuple[Any, str | None, str, Any]] = []
-        size = 0
         key: Any = self.state.cursor
         previous_key = key
-        sealed_at = position
-        pacer = _Pacer(options.max_rate)
-        stopping = self._stopping
-        normalize = self.kind.normalize
-        noun = self.kind.noun  # names a record that is not an object: "user", "company"
-        encode = _ENCODE
+        filling = _Filling(position)
         finished = False
         try:
             for key, value, raw in items:
                 position += 1
-                if type(value) is Unparsed:
-                    rejects.append((key, value.field, value.message, raw))
-                elif value is Skipped:
-                    pass
-                else:
-                    try:
-                        data = encode(normalize(value, noun)).encode()
-                    except ValidationError as exc:
-                        rejects.append((key, exc.field, exc.message, raw))
-                    except (TypeError, ValueError, RecursionError) as exc:
-                        rejects.append((key, None, str(exc) or type(exc).__name__, raw))
-                    else:
-                        if len(data) + 1 > max_bytes:
-                            message = (
-                                f"{len(data)} bytes as JSON, over the batch limit of "
-                                f"{options.max_batch_bytes} bytes"
-                            )
-                            rejects.append((key, None, message, raw))
-                        else:
-                            if size + len(data) + 1 > max_bytes:
-                                batch = _Batch(position - 1, previous_key, keys, parts, rejects)
-                                self._seal(batch, pacer)
-                                keys, parts, rejects, size = [], [], [], 0
-                                sealed_at = position - 1
-                            keys.append(key)
-                            parts.append(data)
-                            size += len(data) + 1
+                data = encoded(key, value, raw, filling.rejects)
+                if data is not None:
+                    if filling.size + len(data) + 1 > max_bytes:  # full before this record
+                        self._seal(filling.batch(position - 1, previous_key), pacer)
+                        filling = _Filling(position - 1)
+                    filling.add(key, data)
                 previous_key = key
                 if (
-                    len(parts) >= batch_size
-                    or len(rejects) >= _MAX_REJECTS_PER_BATCH
-                    or position - sealed_at >= _MAX_ITEMS_PER_BATCH
+                    len(filling.parts) >= batch_size
+                    or len(filling.rejects) >= _MAX_REJECTS_PER_BATCH
+                    or position - filling.start >= _MAX_ITEMS_PER_BATCH
                 ):
-                    self._seal(_Batch(position, key, keys, parts, rejects), pacer)
-                    keys, parts, rejects, size = [], [], [], 0
-                    sealed_at = position
+                    self._seal(filling.batch(position, key), pacer)
+                    filling = _Filling(position)
                     if stopping.is_set():
                         return
             finished = True
@@ -299,8 +293,38 @@ class Backfill:
         finally:
             # What was read settles too (on a malformed input: everything before the fault).
             if not stopping.is_set():
-                final = _Batch(position, key, keys, parts, rejects, final=finished)
-                self._seal(final, pacer)
+                self._seal(filling.batch(position, key, final=finished), pacer)
+
+    def _records_per_batch(self) -> int:
+        options = self.options
+        if options.max_rate is None:
+            return options.batch_size
+        # At least one batch a second: smooth, not bursty.
+        return min(options.batch_size, max(1, int(options.max_rate)))
+
+    def _encoded(self, key: Any, value: Any, raw: Any, rejects: list[_Reject]) -> bytes | None:
+        """The record as JSON; None when skipped, or when rejected (added to ``rejects``)."""
+        if type(value) is Unparsed:
+            rejects.append((key, value.field, value.message, raw))
+            return None
+        if value is Skipped:
+            return None
+        kind = self.kind
+        try:
+            # The noun names a record that is not an object: "user", "company".
+            data = _ENCODE(kind.normalize(value, kind.noun)).encode()
+        except ValidationError as exc:
+            rejects.append((key, exc.field, exc.message, raw))
+            return None
+        except (TypeError, ValueError, RecursionError) as exc:
+            rejects.append((key, None, str(exc) or type(exc).__name__, raw))
+            return None
+        limit = self.options.max_batch_bytes
+        if len(data) + 1 > limit - 2:  # a comma, the brackets
+            message = f"{len(data)} bytes as JSON, over the batch limit of {limit} bytes"
+            rejects.append((key, None, message, raw))
+            return None
+        return data
 
     def _seal(self, batch: _Batch, pacer: _Pacer) -> None:
         self.summary.read = batch.end - self.summary.skipped
