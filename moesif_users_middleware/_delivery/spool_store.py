@@ -202,13 +202,14 @@ class SpoolStore:
     ) -> list[Row]:
         """The rows to put for ``keys`` (of one kind and part), noted in ``change``."""
         puts: list[Row] = []
+        refused, size, max_bytes = change.refused, change.size, self.max_bytes
         for key in keys:
             entry = entries[key]
             old = existing.get(key[1])
             if old is not None:
                 entry = merged_entries(key, entry, decode_entry(kind, *old))
-            elif part == 0 and change.refused and change.refuse_new:
-                change.refused.append(key)
+            elif part == 0 and refused and change.refuse_new:
+                refused.append(key)
                 continue
             data = _encoded(entry)
             if data is None:
@@ -216,14 +217,15 @@ class SpoolStore:
                 continue
             grown = row_size(key, data) - (0 if old is None else row_size(key, old[1]))
             if old is None and part == 0:
-                if change.size + grown > self.max_bytes:
-                    change.refused.append(key)
+                if size + grown > max_bytes:
+                    refused.append(key)
                     continue
                 change.added[kind] += 1
-            change.size += grown
+            size += grown
             if part == 1:
                 change.overlays[key] = row_size(key, data)
             puts.append((kind, key[1], part, entry.stamp, data))
+        change.size = size
         return puts
 
 
