@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 from samples import REFERENCE_USER
 
 from moesif_users_middleware import Campaign, User, ValidationError
-from moesif_users_middleware.models import normalize_user
+from moesif_users_middleware.models import normalize_campaign, normalize_user
 from moesif_users_middleware.transport import normalize_users
 
 
@@ -148,6 +149,37 @@ def test_campaign_validation() -> None:
     with pytest.raises(ValidationError) as info:
         Campaign.from_dict({"source": "x"})
     assert info.value.field == "campaign.source"
+
+
+CAMPAIGNS: list[dict[Any, Any]] = [
+    {},
+    {"utm_source": "google"},
+    {"utm_source": "google", "utm_medium": "cpc", "gclid": "abc", "referrer": ""},
+    {"utm_source": None},
+    {"utm_source": "a", "utm_term": None},
+    {"utm_source": "caf\u00e9 \u2603"},
+    {"utm_source": "bad \ud800"},
+    {"utm_source": 3},
+    {"utm_source": "a", "source": "x"},
+    {1: "x"},
+    {"utm_source": b"bytes"},
+]
+
+
+@pytest.mark.parametrize("value", CAMPAIGNS, ids=repr)
+def test_campaign_fast_path_agrees_with_the_general_path(value: dict[Any, Any]) -> None:
+    """A plain dict takes normalize_campaign's fast path; a read-only view of it cannot."""
+
+    def outcome(candidate: Any) -> Any:
+        try:
+            return normalize_campaign(candidate)
+        except ValidationError as error:
+            return ("error", error.field)
+
+    fast = outcome(value)
+    assert fast == outcome(MappingProxyType(value))
+    if isinstance(fast, dict):
+        assert fast is not value  # a copy: the caller's dict stays theirs
 
 
 def test_user_is_immutable_and_input_untouched() -> None:

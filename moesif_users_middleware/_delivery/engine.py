@@ -42,6 +42,7 @@ __all__ = ["INBOX_MAX", "INBOX_WAKE", "Engine", "Finished"]
 
 logger = logging.getLogger("moesif_users_middleware.sender")
 _monotonic = time.monotonic
+_now = time.time
 # The worker is woken to finish deferred captures once this many wait; at the hard bound
 # the request thread that adds one finishes the oldest INBOX_WAKE of them itself.
 INBOX_WAKE = 256
@@ -105,27 +106,13 @@ class Engine:
     ) -> bool:
         """Queue one validated record; ``False`` if dropped (the buffer is full). Never raises."""
         try:
-            key = (kind.name, record[kind.id_field])
             with self.lock:
-                buffer = self.buffer
-                accepted = buffer.add(key, record, kind.id_field, stamp, stamp_text)
-                worker = self.worker
-                if not worker.running:
-                    worker.start()
-                if buffer.slots >= buffer.wake_slots and not worker.urgent:
-                    worker.urgent = True
-                    self.cond.notify_all()
+                accepted = self._add_locked(kind, record, stamp, stamp_text)
         except Exception:
             logger.debug("an unusable record was dropped", exc_info=True)
             return False
         if not accepted:
-            self.warnings.warning(
-                "queue-full",
-                "Moesif users sender: %d records pending (%s reached); updates for new "
-                "users and companies are being dropped",
-                buffer.slots,
-                buffer.bound,
-            )
+            self._warn_full()
         return accepted
 
     def queue_direct(self, kind: RecordKind, records: Sequence[dict[str, Any]]) -> bool:
@@ -137,15 +124,50 @@ class Engine:
         """
         accepted = True
         name, id_field = kind.name, kind.id_field
+        forget = self.unchanged.forget
         with self.inbox_lock:
             if self.inbox:
                 self.drain_locked()
-            forget = self.unchanged.forget
-            for record in records:
-                forget((name, record[id_field]))
-                if not self.queue(kind, record, *_stamp_of(record)):
-                    accepted = False
+            with self.lock:  # one acquisition for the whole call: this is queue_user's path
+                for record in records:
+                    try:
+                        forget((name, record[id_field]))
+                        text = record.get("modified_time")
+                        stamp = _now() if text is None else seconds_of(text)
+                        if not self._add_locked(kind, record, stamp, text):
+                            accepted = False
+                    except Exception:  # validated records cannot get here; never raise
+                        logger.debug("an unusable record was dropped", exc_info=True)
+                        accepted = False
+        if not accepted:
+            self._warn_full()
         return accepted
+
+    def _add_locked(
+        self, kind: RecordKind, record: dict[str, Any], stamp: float, stamp_text: str | None
+    ) -> bool:
+        """Add one record to the buffer and wake the worker if due; ``lock`` is held."""
+        buffer = self.buffer
+        accepted = buffer.add(
+            (kind.name, record[kind.id_field]), record, kind.id_field, stamp, stamp_text
+        )
+        worker = self.worker
+        if not worker.running:
+            worker.start()
+        if buffer.slots >= buffer.wake_slots and not worker.urgent:
+            worker.urgent = True
+            self.cond.notify_all()
+        return accepted
+
+    def _warn_full(self) -> None:
+        buffer = self.buffer
+        self.warnings.warning(
+            "queue-full",
+            "Moesif users sender: %d records pending (%s reached); updates for new "
+            "users and companies are being dropped",
+            buffer.slots,
+            buffer.bound,
+        )
 
     # -- the inbox -----------------------------------------------------------------------
 
@@ -211,14 +233,9 @@ class Engine:
                 if finished is None:
                     unchanged.forget(key)
                     continue
-                queued = True
-                for kind, record in finished.records:
-                    queued = self.queue(kind, record, item[-1], None) and queued
-                if queued and finished.repeatable:
-                    keys = tuple(
-                        (kind.name, record[kind.id_field]) for kind, record in finished.records
-                    )
-                    unchanged.remember(key, signature, now, keys)
+                queued = self._queue_finished(finished.records, item[-1])
+                if queued is not None and finished.repeatable:
+                    unchanged.remember(key, signature, now, queued)
                 else:
                     unchanged.forget(key)
             except Exception:  # never into a request that finishes a backlog
@@ -227,6 +244,22 @@ class Engine:
                     unchanged.forget(key)
         if repeats:
             self._count_repeats(repeats, repeated)
+
+    def _queue_finished(
+        self, records: Sequence[tuple[RecordKind, dict[str, Any]]], stamp: float
+    ) -> tuple[Key, ...] | None:
+        """Queue a finished capture's records (one lock for all); their keys if all were
+        accepted, else ``None``."""
+        keys: list[Key] = []
+        accepted = True
+        with self.lock:
+            for kind, record in records:
+                keys.append((kind.name, record[kind.id_field]))
+                accepted = self._add_locked(kind, record, stamp, None) and accepted
+        if not accepted:
+            self._warn_full()
+            return None
+        return tuple(keys)
 
     def _count_repeats(self, repeats: dict[Key, float], repeated: dict[Key, int]) -> None:
         """Repeats count as queued and coalesced, and keep their moment: the pending record,
@@ -269,11 +302,3 @@ class Engine:
     def has_work(self) -> bool:
         """Records to send: pending in memory or waiting in the spool (the lock is held)."""
         return bool(self.buffer.pending) or (self.spool is not None and self.spool.waiting)
-
-
-def _stamp_of(record: dict[str, Any]) -> tuple[float, str | None]:
-    """A record's moment: the caller's ``modified_time`` if given, else now."""
-    text = record.get("modified_time")
-    if text is None:
-        return time.time(), None
-    return seconds_of(text), text
