@@ -12,8 +12,10 @@ The arrows point one way, from the facade (:mod:`moesif_users_middleware.sender`
   splitting (the backfill command uses it too);
 - :mod:`.engine` runs it: the worker thread, send cycles, flush tickets, shutdown;
 - :mod:`.spool` (opt-in, ``spool_dir``) keeps pending records on disk between the buffer
-  and the send cycles, one file per process (:mod:`.spool_file`), and adopts the files
-  of processes that are gone (:mod:`.spool_adopt`).
+  and the send cycles, one file per process: its thread (:mod:`.spool_thread`) persists,
+  :mod:`.spool_store` writes the file, :mod:`.spool_send` feeds the send cycles from it,
+  :mod:`.spool_adopt` adopts the files of processes that are gone; the file's format is
+  :mod:`.spool_db`, its name, lock and directory :mod:`.spool_dir`.
 
 Records are plain wire-form dicts of one :class:`.kinds.RecordKind` (users; companies are
 a second kind, not a copy).
