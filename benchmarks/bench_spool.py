@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_sender import REFERENCE_USER, Sink, free_port, start_collector  # noqa: E402
 
 from moesif_users_middleware._delivery.spool import Spool  # noqa: E402
+from moesif_users_middleware._delivery.spool_store import SpoolStore  # noqa: E402
 from moesif_users_middleware.sender import _reset_senders_for_tests, get_sender  # noqa: E402
 
 
@@ -109,19 +110,19 @@ def bench_hot(rounds: int, calls: int) -> None:
 def bench_persist(users: int) -> None:
     spent = [0.0]
     written = [0]
-    persist, write = Spool._persist_locked, Spool._write
+    persist, write = Spool._persist_locked, SpoolStore.write
 
     def timed_persist(self: Spool) -> None:
         started = time.perf_counter()
         persist(self)
         spent[0] += time.perf_counter() - started
 
-    def counted_write(self: Spool, entries: Any, **options: Any) -> Any:
+    def counted_write(self: SpoolStore, entries: Any, **options: Any) -> Any:
         written[0] += len(entries)
         return write(self, entries, **options)
 
     Spool._persist_locked = timed_persist  # type: ignore[method-assign]
-    Spool._write = counted_write  # type: ignore[method-assign]
+    SpoolStore.write = counted_write  # type: ignore[method-assign]
     dead = f"http://127.0.0.1:{free_port()}"
     print(f"persist: {users:,} distinct users queued with the API down, then again (merges)")
     try:
@@ -160,7 +161,7 @@ def bench_persist(users: int) -> None:
             _reset_senders_for_tests()
     finally:
         Spool._persist_locked = persist  # type: ignore[method-assign]
-        Spool._write = write  # type: ignore[method-assign]
+        SpoolStore.write = write  # type: ignore[method-assign]
 
 
 # ------------------------------------------------------------------ kill -9 and back

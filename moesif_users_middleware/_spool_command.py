@@ -18,8 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from ._delivery.spool_file import (
-    SpoolDB,
+from ._delivery.spool_db import SpoolDB
+from ._delivery.spool_dir import (
     SpoolError,
     SpoolName,
     app_tag,

@@ -31,7 +31,6 @@ first sender and keeps its options (a debug log line says so).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -41,10 +40,12 @@ from typing import Any
 import httpx
 
 from . import _lifecycle
+from ._delivery import flushes
 from ._delivery.engine import Engine
 from ._delivery.kinds import COMPANIES, KINDS, USERS
 from ._delivery.options import SENDER_OPTIONS, SenderOptions, validate_sender_options
 from ._delivery.retry import DEFAULT_RETRY, RetryPolicy
+from ._delivery.worker import Ticket
 from ._lifecycle import drain_all, flush_all, shutdown_all
 from ._options import redact, resolve_application_id, resolve_base_url
 from ._ratelimit import RateLimitedLog
@@ -65,7 +66,6 @@ __all__ = [
 _logger = logging.getLogger("moesif_users_middleware.sender")
 _getpid = os.getpid
 _monotonic = time.monotonic
-_POLL_MAX = 0.05
 
 
 class Sender:
@@ -147,25 +147,7 @@ class Sender:
     async def aflush(self, timeout: float | None = None) -> bool:
         """``flush`` for coroutines: polls without blocking the event loop."""
         end = _lifecycle.flush_end(timeout)
-        ticket = self._flush_start()
-        if ticket is None:
-            return True
-        engine = self._engine
-        worker = engine.worker
-        delay = 0.001
-        try:
-            while True:
-                with engine.lock:
-                    verdict = worker.flush_verdict(ticket, until_done=end is None)
-                if verdict is not None:
-                    return verdict
-                if end is not None and _monotonic() >= end:
-                    return False
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _POLL_MAX)
-        finally:
-            with engine.lock:
-                worker.flush_waiters -= 1
+        return await flushes.flush_wait_async(self._engine, self._flush_start(), end)
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Deliver what is pending within ``timeout`` (default ``shutdown_timeout``), then stop.
@@ -199,35 +181,14 @@ class Sender:
 
     # ------------------------------------------------- used by the process hooks
 
-    def _flush_start(self) -> tuple[int, int] | None:
+    def _flush_start(self) -> Ticket | None:
         """Finish deferred captures, then ask for a send; ``None``: nothing to wait for."""
         self._check_fork()
-        engine = self._engine
-        engine.drain()
-        with engine.lock:
-            return engine.worker.flush_begin()
+        return flushes.flush_start(self._engine)
 
-    def _flush_wait(self, ticket: tuple[int, int] | None, end: float | None) -> bool:
+    def _flush_wait(self, ticket: Ticket | None, end: float | None) -> bool:
         """Wait for the send asked for by ``_flush_start`` until ``end`` (``None``: its outcome)."""
-        if ticket is None:
-            return True
-        engine = self._engine
-        worker = engine.worker
-        with engine.lock:
-            try:
-                while True:
-                    verdict = worker.flush_verdict(ticket, until_done=end is None)
-                    if verdict is not None:
-                        return verdict
-                    if end is None:
-                        engine.cond.wait()
-                        continue
-                    remaining = end - _monotonic()
-                    if remaining <= 0:
-                        return False
-                    engine.cond.wait(remaining)
-            finally:
-                worker.flush_waiters -= 1
+        return flushes.flush_wait(self._engine, ticket, end)
 
     def _begin_stop(self, deadline: float) -> None:
         self._engine.worker.begin_stop(deadline)

@@ -33,7 +33,7 @@ from moesif_users_middleware.backfill.django_source import (  # noqa: E402
     ProfileBuilder,
     default_state_paths,
 )
-from moesif_users_middleware.backfill.readers import Skipped, Unparsed  # noqa: E402
+from moesif_users_middleware.backfill.items import Skipped, Unparsed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 USERS = 3000

@@ -10,14 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moesif_users_middleware.backfill import readers
+from moesif_users_middleware.backfill import json_reader
+from moesif_users_middleware.backfill.items import MalformedInputError, Unparsed
 from moesif_users_middleware.backfill.kinds import SEND_KINDS
-from moesif_users_middleware.backfill.readers import (
-    MalformedInputError,
-    Unparsed,
-    detect_format,
-    open_reader,
-)
+from moesif_users_middleware.backfill.readers import detect_format, open_reader
 
 
 def items(path: Path, format: str | None = None, skip: int = 0) -> list[tuple[Any, Any]]:
@@ -28,7 +24,7 @@ def items(path: Path, format: str | None = None, skip: int = 0) -> list[tuple[An
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Force the JSON reader to refill its buffer every few characters."""
-    monkeypatch.setattr(readers, "_CHUNK_CHARS", 7)
+    monkeypatch.setattr(json_reader, "_CHUNK_CHARS", 7)
 
 
 @pytest.mark.usefixtures("small_chunks")
@@ -69,12 +65,12 @@ def test_json_array_round_trips_across_chunk_boundaries(
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "users.json"
         path.write_text(json.dumps(records, indent=indent, ensure_ascii=False), encoding="utf-8")
-        original = readers._CHUNK_CHARS
-        readers._CHUNK_CHARS = 5
+        original = json_reader._CHUNK_CHARS
+        json_reader._CHUNK_CHARS = 5
         try:
             assert [value for _, value in items(path)] == records
         finally:
-            readers._CHUNK_CHARS = original
+            json_reader._CHUNK_CHARS = original
 
 
 def test_json_single_object_and_concatenated_values(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from uuid import UUID
 
 import pytest
 
-from moesif_users_middleware._capture.pipeline import UNSET, Capture
+from moesif_users_middleware._capture.pipeline import FAILED, UNSET, Capture
 from moesif_users_middleware._capture.request_view import EnvironView
 from moesif_users_middleware._capture.session_token import (
     MAX_TOKEN_LENGTH,
@@ -160,3 +160,51 @@ def test_deep_merge_fast_path_agrees_with_isinstance(
     assert merge_update(older, {"user_id": "u", "metadata": update})["metadata"] == (
         reference_deep_merge(base, update)
     )
+
+
+def environ_of(headers: dict[str, str], query: str = "") -> dict[str, Any]:
+    return {"REMOTE_ADDR": "10.0.0.1", "QUERY_STRING": query, **headers}
+
+
+# Requests whose records (without metadata) a capture may reuse; each is captured twice
+# with different metadata, the second time after other users' captures.
+REUSED: list[tuple[str, dict[str, Any], Any]] = [
+    ("plain", environ_of({"HTTP_USER_AGENT": "t/1", "HTTP_AUTHORIZATION": "Bearer tok"}), "c1"),
+    ("proxied", environ_of({"HTTP_X_FORWARDED_FOR": "198.51.100.7, 10.0.0.2"}), "c2"),
+    ("campaign", environ_of({"HTTP_REFERER": "https://ref.example/x"}, "utm_source=n"), None),
+    ("api key", environ_of({"HTTP_X_API_KEY": "k-1", "HTTP_USER_AGENT": "u" * 5000}), 7),
+    ("bad token", environ_of({"HTTP_AUTHORIZATION": "Bearer " + "t" * 9000}), "c3"),
+    ("no company", environ_of({}), FAILED),
+]
+
+
+@pytest.mark.parametrize(("name", "environ", "company"), REUSED, ids=[r[0] for r in REUSED])
+def test_records_reused_across_captures_equal_fresh_ones(
+    make: Make, name: str, environ: dict[str, Any], company: Any
+) -> None:
+    """Capture._bases reuses a key's records without metadata; a fresh Capture builds them."""
+
+    def hooks() -> dict[str, Any]:
+        return {
+            "identify_user": lambda request, response: request["user"],
+            "identify_company": lambda request, response: company,
+            "get_metadata": lambda request, response: {"n": request["n"]},
+            "get_company_domain": lambda request, response: "acme.example",
+            "get_company_metadata": lambda request, response: {"n": request["n"]},
+        }
+
+    def finish(capture: Capture, user: str, n: int) -> Any:
+        items = deferred(capture)
+        capture.capture(EnvironView(environ, {"user": user, "n": n}, None, auth_user=None))
+        finished = capture.finish(items[0])
+        assert finished is not None
+        return [(kind.name, record) for kind, record in finished.records], finished.repeatable
+
+    reusing = make(**hooks())
+    finish(reusing, "u1", 1)
+    finish(reusing, "u2", 1)
+    again = finish(reusing, "u1", 2)
+    assert again == finish(make(**hooks()), "u1", 2)
+    assert again[0][0][1]["metadata"] == {"n": 2}
+    reported = name in ("api key", "bad token")  # a problem is reported every time: not kept
+    assert len(reusing._base_cache) == (0 if reported else 2)

@@ -31,7 +31,7 @@ from moesif_users_middleware import ConfigurationError
 from moesif_users_middleware._capture.config import build_config
 from moesif_users_middleware._delivery.kinds import KINDS, RecordKind
 from moesif_users_middleware._delivery.options import validate_sender_options
-from moesif_users_middleware._delivery.spool_file import app_tag, list_names
+from moesif_users_middleware._delivery.spool_dir import app_tag, list_names
 from moesif_users_middleware.sender import Sender, _reset_senders_for_tests, get_sender
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -71,12 +71,14 @@ class Fields:
     _max_ua: int
     _default_id: Callable[[RequestView], object] | None
     _campaigns: dict[tuple[str, str | None, str | None], dict[str, str] | None]
+    _reports: int  # problems reported so far (a result is reused only if none was)
 
     def _raised(self, name: str, exc: Exception) -> _FailedType:
         self._hook_error(name, "raised", f"raised {describe(exc)}")
         return FAILED
 
     def _hook_error(self, name: str, kind: str, detail: str) -> None:
+        self._reports += 1
         report("hook_errors", self._labels.get(name, name), kind, detail, self._secret)
 
     def _wrong_type(self, name: str, result: object, expected: str) -> _FailedType:
@@ -94,6 +96,7 @@ class Fields:
         return FAILED
 
     def _invalid(self, what: str, kind: str, detail: str) -> None:
+        self._reports += 1
         report("invalid", what, kind, detail, self._secret)
 
     def _internal_error(self, exc: Exception) -> None:

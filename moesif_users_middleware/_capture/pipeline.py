@@ -69,6 +69,9 @@ __all__ = [
 ]
 
 _now = time.time
+# Records without metadata kept for reuse (see Capture._bases): enough for the users
+# active within a flush window of a busy worker; cleared whole when full.
+_BASE_CACHE_SIZE = 4096
 # Hook results that are certainly not awaitable (checked before the costlier test).
 _PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
 # Hook results handed as they are to the second half of the capture, which runs in another
@@ -150,6 +153,10 @@ class Capture(Fields):
             hook is not None and is_async_hook(hook) for hook in hooks.values()
         )
         self._finisher = self.finish  # bound once: it travels with every capture
+        # (id, company, token, campaign, domain, snapshot) -> the records without metadata;
+        # only the thread finishing captures (it holds the inbox lock) touches it.
+        self._base_cache: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any] | None]] = {}
+        self._reports = 0
 
     @property
     def sender(self) -> Sender:
@@ -387,7 +394,53 @@ class Capture(Fields):
             return None
 
     def _finish(self, item: Deferred) -> Finished:
-        (_, _, record_id, company, token, metadata, campaign, domain, company_metadata) = item[:9]
+        metadata, company_metadata = item[5], item[8]
+        user_base, company_base = self._bases(item)
+        user = dict(user_base)
+        plain = True
+        if metadata is not UNSET:
+            metadata, plain = self._checked_metadata(metadata)
+            if metadata is not None:
+                user["metadata"] = metadata
+        records: list[tuple[RecordKind, dict[str, Any]]] = [(USERS, user)]
+        if company_base is not None:
+            company_record = dict(company_base)
+            if company_metadata is not UNSET:
+                metadata, company_plain = self._checked_metadata(
+                    company_metadata, "get_company_metadata"
+                )
+                if metadata is not None:
+                    company_record["metadata"] = metadata
+                plain = plain and company_plain
+            records.append((COMPANIES, company_record))
+        return Finished(records, plain)
+
+    def _bases(self, item: Deferred) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The user's and the company's records without their metadata.
+
+        They depend only on the ids, the token, campaign and domain results and the header
+        snapshot, which stay the same over a user's requests while the metadata changes
+        (a visit counter, a "last seen"): the last ones built for such a key are reused,
+        unless building them reported a problem (it is then reported on every capture).
+        ``tests/test_fast_paths.py`` checks a reused result equals a fresh one.
+        """
+        key = item[2:5] + item[6:8] + item[9:10]  # id, company, token, campaign, domain, snapshot
+        cache = self._base_cache
+        try:
+            bases = cache.get(key)
+        except TypeError:  # an unhashable hook result (a campaign dict): never reused
+            return self._build_bases(item)
+        if bases is None:
+            reports = self._reports
+            bases = self._build_bases(item)
+            if self._reports == reports:
+                if len(cache) >= _BASE_CACHE_SIZE:
+                    cache.clear()
+                cache[key] = bases
+        return bases
+
+    def _build_bases(self, item: Deferred) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        (_, _, record_id, company, token, _, campaign, domain) = item[:8]
         view = SnapshotView(self._snapshot_spec, item[9])
         if (
             type(company) is str
@@ -409,19 +462,9 @@ class Capture(Fields):
         else:
             campaign = self._to_campaign(campaign)
         user = self._user_record(record_id, company_id, token, ip, header, campaign)
-        plain = True
-        if metadata is not UNSET:
-            metadata, plain = self._checked_metadata(metadata)
-            if metadata is not None:
-                user["metadata"] = metadata
-        records: list[tuple[RecordKind, dict[str, Any]]] = [(USERS, user)]
-        if company_id is not None and self._update_companies:
-            company_record, company_plain = self._company_record(
-                company_id, token, ip, campaign, domain, company_metadata
-            )
-            records.append((COMPANIES, company_record))
-            plain = plain and company_plain
-        return Finished(records, plain)
+        if company_id is None or not self._update_companies:
+            return user, None
+        return user, self._company_record(company_id, token, ip, campaign, domain)
 
     def _user_record(
         self,
@@ -458,9 +501,8 @@ class Capture(Fields):
         ip: str | None,
         campaign: dict[str, str] | None,
         domain: object,
-        metadata: object,
-    ) -> tuple[dict[str, Any], bool]:
-        """The company's update from the same request, and whether it was plain data."""
+    ) -> dict[str, Any]:
+        """The company's update from the same request (its metadata is added by the caller)."""
         record: dict[str, Any] = {"company_id": company_id}
         if token is not None:
             record["session_token"] = token
@@ -471,9 +513,4 @@ class Capture(Fields):
         domain = self._to_domain(domain)
         if domain is not None:
             record["company_domain"] = domain
-        plain = True
-        if metadata is not UNSET:
-            metadata, plain = self._checked_metadata(metadata, "get_company_metadata")
-            if metadata is not None:
-                record["metadata"] = metadata
-        return record, plain
+        return record

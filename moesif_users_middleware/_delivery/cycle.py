@@ -7,8 +7,8 @@ was unavailable until the batch's deadline: merged back *under* newer updates); 
 with one log line. A key leaves "in flight" once all its records are settled.
 
 With a spool (:mod:`.spool`) the records come from its file, a chunk at a time, and go
-back there: the cycle hands its outcomes to a :class:`.spool.SpoolCycle` instead of the
-memory buffer (both have ``merge_back`` and ``release``).
+back there: the cycle hands its outcomes to a :class:`.spool_send.SpoolCycle` instead of
+the memory buffer (both have ``merge_back`` and ``release``).
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ from .buffer import PendingBuffer
 from .kinds import Key, RecordKind
 from .options import SenderOptions
 from .retry import RetryPolicy
-from .spool import Spool, app_tag
+from .spool import Spool
+from .spool_dir import app_tag
 from .tally import COUNTERS, total
 from .unchanged import Unchanged
 from .worker import Connect, Worker

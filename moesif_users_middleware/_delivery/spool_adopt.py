@@ -1,9 +1,9 @@
 """Adopting the spool files of processes that are gone: each one once, by one process.
 
-A file's owner holds the POSIX lock of its ``.lock`` file while it lives; taking that
-lock (non-blocking) is the right to adopt the file, so two processes never adopt the
-same one, and a live owner's file is never touched. The adopter reads the file in
-chunks, merges each chunk *under* its own records (by stamps, the ``modified_time``
+A file's owner holds the POSIX lock of its ``.lock`` file while it lives (:mod:`.spool_dir`);
+taking that lock (non-blocking) is the right to adopt the file, so two processes never
+adopt the same one, and a live owner's file is never touched. The adopter reads the file
+in chunks, merges each chunk *under* its own records (by stamps, the ``modified_time``
 rule), commits, then deletes the adopted rows from the orphan; once the orphan is empty
 it is removed. A crash in between adopts the same rows again later: merging a record
 twice changes nothing. When this process's spool has no room for a new key, adoption
@@ -22,15 +22,13 @@ from typing import TYPE_CHECKING
 
 from .buffer import Entry
 from .kinds import Key
-from .spool_file import (
-    SpoolDB,
+from .spool_db import Row, SpoolDB, decode_entry, merged_entries
+from .spool_dir import (
     SpoolError,
     SpoolName,
     claim,
-    decode_entry,
     list_names,
     lock_new,
-    merged,
     move_aside,
     release_claim,
     remove_files,
@@ -49,7 +47,7 @@ ADOPT_CHUNK = 2000  # rows read from an orphan at a time
 def adopt_orphans(spool: Spool) -> bool:
     """Merge every orphaned file of this application into ``spool``; whether any record came."""
     adopted = False
-    for name in list_names(spool.directory, spool.tag):
+    for name in list_names(spool.store.directory, spool.store.tag):
         if spool.stopped:
             break
         if not claim(name.stem):  # this process's own file, or one it is adopting
@@ -95,25 +93,9 @@ def _merge_file(spool: Spool, name: SpoolName) -> bool:
             if not rows:
                 complete = True
                 break
-            entries: dict[Key, Entry] = {}
-            rowids: dict[Key, list[int]] = {}
-            done: list[int] = []
-            for rowid, (kind, record_id, _, stamp, data) in rows:
-                after = rowid
-                try:
-                    entry = decode_entry(kind, stamp, data)
-                except ValueError:
-                    bad += 1
-                    done.append(rowid)
-                    continue
-                key = (kind, record_id)
-                prior = entries.get(key)  # both parts of a key: merged by stamp
-                entries[key] = (
-                    entry
-                    if prior is None
-                    else merged(key, entry.id_field, prior, entry.timed_records())
-                )
-                rowids.setdefault(key, []).append(rowid)
+            after = rows[-1][0]
+            entries, rowids, done = _read_chunk(rows)
+            bad += len(done)
             refused = set(spool.merge_in(entries))
             adopted += len(entries) - len(refused)
             for key, ids in rowids.items():
@@ -130,6 +112,33 @@ def _merge_file(spool: Spool, name: SpoolName) -> bool:
         _set_aside(name, exc)
         return adopted > 0
     source.close()
+    _finish(name, adopted, bad, complete)
+    return adopted > 0
+
+
+def _read_chunk(
+    rows: list[tuple[int, Row]],
+) -> tuple[dict[Key, Entry], dict[Key, list[int]], list[int]]:
+    """The entries of a chunk of an orphan's rows (both parts of a key merged by stamp),
+    the rowids each key came from, and the rowids of rows that cannot be read."""
+    entries: dict[Key, Entry] = {}
+    rowids: dict[Key, list[int]] = {}
+    unreadable: list[int] = []
+    for rowid, (kind, record_id, _, stamp, data) in rows:
+        try:
+            entry = decode_entry(kind, stamp, data)
+        except ValueError:
+            unreadable.append(rowid)
+            continue
+        key = (kind, record_id)
+        prior = entries.get(key)
+        entries[key] = entry if prior is None else merged_entries(key, prior, entry)
+        rowids.setdefault(key, []).append(rowid)
+    return entries, rowids, unreadable
+
+
+def _finish(name: SpoolName, adopted: int, bad: int, complete: bool) -> None:
+    """Log what came of one orphan; remove it once it was read to the end."""
     if bad:
         logger.error(
             "Moesif users sender: %d unreadable records in the spool file %s were dropped",
@@ -145,7 +154,6 @@ def _merge_file(spool: Spool, name: SpoolName) -> bool:
             name.db,
             name.pid,
         )
-    return adopted > 0
 
 
 def _set_aside(name: SpoolName, exc: BaseException) -> None:

@@ -2,11 +2,12 @@
 profiles through ``POST /v1/companies/batch``).
 
 ``moesif-users send [--kind companies] FILE|-`` (see :mod:`.command`; the kinds in
-:mod:`.kinds`) reads JSON, JSON Lines or CSV (:mod:`.readers`), validates every record,
-and sends batches through the library's transport with the sender's retry rules
-(:mod:`.runner`), writing a checkpoint after every confirmed batch (:mod:`.checkpoint`)
-and invalid records to a rejects file (:mod:`.rejects`). Django projects run
-``python manage.py moesif_users_backfill`` for their users (:mod:`.django_source`).
+:mod:`.kinds`) reads JSON, JSON Lines or CSV (:mod:`.readers` opens the format's reader),
+validates every record, and sends batches through the library's transport with the
+sender's retry rules (:mod:`.runner`), writing a checkpoint after every confirmed batch
+(:mod:`.checkpoint`) and invalid records to a rejects file (:mod:`.rejects`). Django
+projects run ``python manage.py moesif_users_backfill`` for their users
+(:mod:`.django_source`).
 """
 
 from __future__ import annotations

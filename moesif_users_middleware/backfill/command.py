@@ -22,9 +22,10 @@ from .._options import resolve_application_id, resolve_base_url
 from ..errors import ConfigurationError
 from ..transport import UsersClient
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from .items import MalformedInputError
 from .kinds import DEFAULT_KIND, SEND_KINDS, SendKind
 from .progress import make_progress, plural
-from .readers import FORMATS, MalformedInputError, open_reader
+from .readers import FORMATS, open_reader
 from .rejects import RejectsFile
 from .runner import (
     DEFAULT_BATCH_SIZE,

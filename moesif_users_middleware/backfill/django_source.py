@@ -61,7 +61,7 @@ from django.utils.module_loading import import_string
 from .._capture.pipeline import user_id_from_object
 from ..models import User
 from .command import Output, add_sending_arguments, execute
-from .readers import Item, Skipped, Unparsed
+from .items import Item, Skipped, Unparsed
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",

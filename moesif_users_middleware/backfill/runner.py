@@ -33,9 +33,9 @@ from .._delivery.retry import DEFAULT_RETRY, RetryPolicy
 from ..models import ValidationError
 from ..transport import ApiError, UsersClient, compress
 from .checkpoint import Checkpoint, save_checkpoint
+from .items import Item, MalformedInputError, Skipped, Unparsed
 from .kinds import DEFAULT_KIND, SendKind
 from .progress import NullProgress, Progress, plural
-from .readers import Item, MalformedInputError, Skipped, Unparsed
 from .rejects import RejectsFile
 
 __all__ = [

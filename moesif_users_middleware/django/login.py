@@ -27,7 +27,7 @@ from moesif_users_middleware.backfill.django_source import (
     BackfillConfigurationError,
     ProfileBuilder,
 )
-from moesif_users_middleware.backfill.readers import Skipped, Unparsed
+from moesif_users_middleware.backfill.items import Skipped, Unparsed
 from moesif_users_middleware.django.conf import SETTING, raw_settings
 
 __all__ = ["DjangoLogins", "listen_for_logins", "stop_listening"]
