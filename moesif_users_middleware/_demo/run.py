@@ -287,59 +287,82 @@ def run_demo(*, serve: bool = False, port: int = 0, users: int = 20, out: Any = 
             os.environ["MOESIF_APPLICATION_ID"] = APPLICATION_ID
             os.environ["MOESIF_BASE_URL"] = base_url
             print(f"Embedded collector: {base_url}/  (SQLite at {db_path})", file=out)
-            simulated = _simulated_users(users)
-            quarter = max(1, len(simulated) // 4)
-            groups = [simulated[i * quarter : (i + 1) * quarter] for i in range(3)]
-            groups.append(simulated[3 * quarter :])
+            groups = _four_groups(_simulated_users(users))
             started = time.perf_counter()
-            drivers = [
-                (_flask_driver(groups[0], base_url), "/projects", groups[0]),
-                (
-                    _asgi_driver("FastAPI", "fastapi_app", groups[1], base_url),
-                    "/projects",
-                    groups[1],
-                ),
-                (_django_driver(groups[3], base_url, workdir), "/projects", groups[3]),
-            ]
-            total = 0
-            for (name, request), api_path, members in drivers:
-                count = sum(_drive(request, user, api_path) for user in members)
-                total += count
-                print(f"  {name:<9} {len(members):>3} users, {count:>4} requests", file=out)
-            name, request = _asgi_driver("Starlette", "starlette_app", groups[2], base_url)
-            count = _drive_starlette(request, groups[2])
-            total += count
-            print(f"  {name:<9} {len(groups[2]):>3} users, {count:>4} requests", file=out)
+            total = _drive_apps(groups, base_url, workdir, out)
             delivered = get_sender(application_id=APPLICATION_ID, base_url=base_url).flush(10)
             elapsed = time.perf_counter() - started
-            profiles = httpx.get(
-                f"{base_url}/v1/users", headers={"X-Moesif-Application-Id": APPLICATION_ID}
-            ).json()
+            profiles = _stored(base_url, "/v1/users")
             print(
                 f"\n{total} requests in {elapsed:.2f}s; sender flushed: {delivered}; "
                 f"{len(profiles)} profiles stored:\n",
                 file=out,
             )
             _print_profiles(profiles, out)
-            companies = httpx.get(
-                f"{base_url}/v1/companies", headers={"X-Moesif-Application-Id": APPLICATION_ID}
-            ).json()
+            companies = _stored(base_url, "/v1/companies")
             print(f"\n{len(companies)} companies stored:\n", file=out)
             _print_companies(companies, profiles, out)
-            if serve:
-                print(f"\nProfiles page: {base_url}/  (serving until Ctrl-C)", file=out)
-                out.flush()
-                with contextlib.suppress(KeyboardInterrupt):
-                    while True:
-                        time.sleep(3600)
-                print("Collector stopped.", file=out)
-            else:
-                print(
-                    "\nThe embedded collector stops with the demo (its database was temporary)."
-                    "\nTo browse the profiles page afterwards, run: moesif-users demo --serve",
-                    file=out,
-                )
+            _serve_or_sign_off(serve, base_url, out)
     return 0 if delivered and profiles and companies else 1
+
+
+def _four_groups(simulated: list[SimulatedUser]) -> list[list[SimulatedUser]]:
+    """A quarter of the users per app; the last group takes the rest."""
+    quarter = max(1, len(simulated) // 4)
+    groups = [simulated[i * quarter : (i + 1) * quarter] for i in range(3)]
+    groups.append(simulated[3 * quarter :])
+    return groups
+
+
+def _drive_apps(groups: list[list[SimulatedUser]], base_url: str, workdir: str, out: Any) -> int:
+    """Each group's sessions through its app; returns the number of requests made."""
+    drivers = [
+        (_flask_driver(groups[0], base_url), "/projects", groups[0]),
+        (
+            _asgi_driver("FastAPI", "fastapi_app", groups[1], base_url),
+            "/projects",
+            groups[1],
+        ),
+        (_django_driver(groups[3], base_url, workdir), "/projects", groups[3]),
+    ]
+    total = 0
+    for (name, request), api_path, members in drivers:
+        count = sum(_drive(request, user, api_path) for user in members)
+        _print_driven(name, members, count, out)
+        total += count
+    name, request = _asgi_driver("Starlette", "starlette_app", groups[2], base_url)
+    count = _drive_starlette(request, groups[2])
+    _print_driven(name, groups[2], count, out)
+    return total + count
+
+
+def _print_driven(name: str, members: list[SimulatedUser], count: int, out: Any) -> None:
+    print(f"  {name:<9} {len(members):>3} users, {count:>4} requests", file=out)
+
+
+def _stored(base_url: str, path: str) -> list[dict[str, Any]]:
+    """The profiles the collector stored, from its list endpoint ``path``."""
+    stored: list[dict[str, Any]] = httpx.get(
+        f"{base_url}{path}", headers={"X-Moesif-Application-Id": APPLICATION_ID}
+    ).json()
+    return stored
+
+
+def _serve_or_sign_off(serve: bool, base_url: str, out: Any) -> None:
+    """With ``serve``, keep the collector up until Ctrl-C; else say how to do that."""
+    if serve:
+        print(f"\nProfiles page: {base_url}/  (serving until Ctrl-C)", file=out)
+        out.flush()
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+        print("Collector stopped.", file=out)
+    else:
+        print(
+            "\nThe embedded collector stops with the demo (its database was temporary)."
+            "\nTo browse the profiles page afterwards, run: moesif-users demo --serve",
+            file=out,
+        )
 
 
 def _drive_starlette(request: Request, users: list[SimulatedUser]) -> int:
