@@ -143,7 +143,13 @@ def create_app(
         app.config["MOESIF_USERS_BASE_URL"] = base_url
     login_manager.init_app(app)
     moesif.init_app(app, **options)
-    projects: dict[str, list[str]] = {}  # company id -> project names (per process)
+    add_account_routes(app)
+    add_project_routes(app)
+    return app
+
+
+def add_account_routes(app: Flask) -> None:
+    """Health, sign-up and login (both answer an API token), and the signed-in account."""
 
     @app.get("/health")
     def health() -> Response:
@@ -181,6 +187,11 @@ def create_app(
     def me() -> Response:
         return jsonify(asdict(current_user._get_current_object()))
 
+
+def add_project_routes(app: Flask) -> None:
+    """The signed-in account's company projects: listed, and created (left on ``g``)."""
+    projects: dict[str, list[str]] = {}  # company id -> project names (per process)
+
     @app.get("/projects")
     @login_required
     def list_projects() -> Response:
@@ -195,5 +206,3 @@ def create_app(
         projects.setdefault(current_user.company_id, []).append(name)
         g.project = name
         return jsonify(name=name, company_id=current_user.company_id), 201
-
-    return app
