@@ -12,6 +12,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -511,8 +512,6 @@ def format_summary(
 @contextmanager
 def _graceful_stop(stop: Callable[[], None]) -> Iterator[None]:
     """SIGINT/SIGTERM stop the run gracefully; a second SIGINT interrupts at once."""
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
