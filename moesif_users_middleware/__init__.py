@@ -1,4 +1,4 @@
-"""Keep Moesif user and company profiles current from Django, Flask, WSGI and Starlette/FastAPI apps."""
+"""Keep Moesif user and company profiles current from Django, Flask, WSGI and ASGI apps."""
 
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ class MissingApplicationIdError(ConfigurationError):
 
 
 class UnknownOptionError(ConfigurationError, TypeError):
-    """An option name the sender does not know (both a ``ConfigurationError`` and a ``TypeError``)."""
+    """An option name the sender does not know (a ``ConfigurationError`` and a ``TypeError``)."""
 
 
 class HookError(ValueError):

@@ -7,18 +7,18 @@
     moesif = MoesifUsers(identify_user="myapp.hooks.identify_user")
     moesif.init_app(app)
 
-Options are the keyword arguments of every adapter (``application_id``, ``identify_user``,
-``skip``, ``flush_interval``, ...). Each may also come from ``app.config`` under
-``MOESIF_USERS_<OPTION>`` (``MOESIF_USERS_APPLICATION_ID``,
+Options are the keyword arguments of every adapter (``application_id``,
+``identify_user``, ``skip``, ``flush_interval``, ...). Each may also come from
+``app.config`` under ``MOESIF_USERS_<OPTION>`` (``MOESIF_USERS_APPLICATION_ID``,
 ``MOESIF_USERS_IDENTIFY_USER``, ...); keyword arguments win over ``app.config``, and
 ``init_app``'s over the constructor's. A configuration mistake never stops the app:
-without an application id capture is off with one WARNING; an unknown key or option,
-a bad value or an ``async def`` hook turns capture off with one ERROR naming it (and
-the closest valid name for a misspelling). ``strict=True`` (or
+without an application id capture is off with one WARNING; an unknown key or option, a
+bad value or an ``async def`` hook turns capture off with one ERROR naming it (and the
+closest valid name for a misspelling). ``strict=True`` (or
 ``MOESIF_USERS_STRICT = True``) makes ``init_app`` raise
-:class:`~moesif_users_middleware._capture.config.ConfigurationError` instead. The per-app state lives in
-``app.extensions["moesif_users"]`` (a :class:`FlaskState`), so one extension object
-can serve several apps.
+:class:`~moesif_users_middleware._capture.config.ConfigurationError` instead. The
+per-app state lives in ``app.extensions["moesif_users"]`` (a :class:`FlaskState`), so
+one extension object can serve several apps.
 
 When the work happens: an ``after_request`` handler (registered by ``init_app``, so it
 sees the final response) only registers a callback with ``response.call_on_close``,

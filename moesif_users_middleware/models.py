@@ -2,8 +2,8 @@
 
 The wire form (``to_dict()``) is exactly the reference's snake_case JSON. Internally the
 sender and the collector work on such dicts; :func:`normalize_user` (and
-:func:`normalize_company`) turns any accepted input (a ``User`` or a ``dict``) into that form and raises :class:`ValidationError`
-naming the field at fault.
+:func:`normalize_company`) turns any accepted input (a ``User`` or a ``dict``) into that
+form and raises :class:`ValidationError` naming the field at fault.
 
 ``ip_address`` must be an IPv4 or IPv6 address (what :func:`ipaddress.ip_address`
 accepts), kept exactly as written. An IPv6 zone id (``fe80::1%eth0``) is rejected, not

@@ -2,17 +2,19 @@
 
 ``update_user`` posts one user to ``/v1/users``, ``update_users_batch`` a list to
 ``/v1/users/batch``; ``update_company`` and ``update_companies_batch`` do the same for
-``/v1/companies`` and ``/v1/companies/batch``. All validate their input first (``ValidationError`` naming the
-field, ``users[3].user_id`` for a batch) and raise :class:`ApiError` for a non-2xx
-answer. Network failures (refused, reset, timed out) raise :class:`TransportError`, an
-``ApiError`` whose ``status_code`` is ``None``; the original httpx exception is its
-``__cause__``. ``timeout`` bounds the whole request (connect, send and the complete
-answer), not only each socket operation, so a trickling answer cannot hold a call: it
-fails with a ``TransportError`` saying the answer took longer than the timeout. At most
-64 KiB of an answer is read; the rest is dropped with the connection.
+``/v1/companies`` and ``/v1/companies/batch``. All validate their input first
+(``ValidationError`` naming the field, ``users[3].user_id`` for a batch) and raise
+:class:`ApiError` for a non-2xx answer. Network failures (refused, reset, timed out)
+raise :class:`TransportError`, an ``ApiError`` whose ``status_code`` is ``None``; the
+original httpx exception is its ``__cause__``. ``timeout`` bounds the whole request
+(connect, send and the complete answer), not only each socket operation, so a trickling
+answer cannot hold a call: it fails with a ``TransportError`` saying the answer took
+longer than the timeout. At most 64 KiB of an answer is read; the rest is dropped with
+the connection.
 
-Bodies are compact JSON, gzipped (level 3, chosen by `benchmarks/bench_gzip.py`) when larger than 1 KiB. The application id
-is sent in ``X-Moesif-Application-Id`` and never appears in reprs or exception messages.
+Bodies are compact JSON, gzipped (level 3, chosen by `benchmarks/bench_gzip.py`) when
+larger than 1 KiB. The application id is sent in ``X-Moesif-Application-Id`` and never
+appears in reprs or exception messages.
 """
 
 from __future__ import annotations

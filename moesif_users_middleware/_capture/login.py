@@ -45,7 +45,7 @@ class LoginCapture:
         self._campaign = config.capture_campaign and config.get_campaign is None
 
     def record(self, view: RequestView, user: Any) -> bool:
-        """Queue ``user``'s profile with what ``view`` (the login request) adds; ``True`` if queued."""
+        """Queue ``user``'s profile with what the login request adds; ``True`` if queued."""
         secret = self.capture.config.application_id
         try:
             profile = self.profile_of(user)

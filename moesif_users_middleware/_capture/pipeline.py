@@ -4,16 +4,16 @@ Order: ``skip`` -> user id (``identify_user``, or the defaults) -> ``identify_co
 -> session token -> ``get_metadata`` -> campaign -> ``get_company_domain`` ->
 ``get_company_metadata`` -> client IP -> user agent -> the sender. A request with a
 company id also updates that company (unless ``update_companies`` is off): its session
-token, client IP and campaign, and what the two company hooks return. A request
-without a user id records nothing (its hooks after ``identify_user`` are not called). Nothing here raises into the
-request: a hook that raises or returns the wrong type is counted and logged at most
-once a minute (see :mod:`.hooks`), and only its field is lost (for ``identify_user``,
-the whole update). ``skip`` fails closed: when it raises, returns an object whose truth
-raises, or returns a coroutine under a synchronous server, the request is skipped
-(counted as ``skipped`` and as a hook error), since ``skip`` is how applications keep
-requests out of profiles. A hook that is not configured
-leaves its field to the default: the framework's user, the ``Authorization`` Bearer
-token or ``X-Api-Key``, the utm/Referer campaign.
+token, client IP and campaign, and what the two company hooks return. A request without
+a user id records nothing (its hooks after ``identify_user`` are not called). Nothing
+here raises into the request: a hook that raises or returns the wrong type is counted
+and logged at most once a minute (see :mod:`.hooks`), and only its field is lost (for
+``identify_user``, the whole update). ``skip`` fails closed: when it raises, returns an
+object whose truth raises, or returns a coroutine under a synchronous server, the
+request is skipped (counted as ``skipped`` and as a hook error), since ``skip`` is how
+applications keep requests out of profiles. A hook that is not configured leaves its
+field to the default: the framework's user, the ``Authorization`` Bearer token or
+``X-Api-Key``, the utm/Referer campaign.
 
 The work is split in two. On the request path: the hooks, the default user id, and a
 snapshot of the few header strings the defaults need (:meth:`Capture.capture`; results

@@ -3,8 +3,9 @@
 Starts the local collector on a free loopback port, drives traffic from simulated users
 through the Django, Flask, FastAPI and Starlette example apps in this process (their own
 test clients; UTM links, API tokens, requests through a trusted proxy), flushes the
-shared sender, and prints the merged user and company profiles the collector stored. Needs the ``[all]``
-extra; the apps ship with the package (``_demo/``), so any install can run it.
+shared sender, and prints the merged user and company profiles the collector stored.
+Needs the ``[all]`` extra; the apps ship with the package (``_demo/``), so any install
+can run it.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """The backfill pipeline: validate -> batch -> send with retries -> checkpoint.
 
 The calling thread reads records, validates them (the kind's validator:
-``normalize_user`` or ``normalize_company``, see :mod:`.kinds`), serializes and gzips the next batch while one sender thread posts the previous one over a single
-reused connection (a queue of two batches in between bounds memory). The sender thread
-is the only writer of the rejects file and the checkpoint, and it settles batches in
-input order, so the checkpoint always describes a prefix of the input:
+``normalize_user`` or ``normalize_company``, see :mod:`.kinds`), serializes and gzips
+the next batch while one sender thread posts the previous one over a single reused
+connection (a queue of two batches in between bounds memory). The sender thread is the
+only writer of the rejects file and the checkpoint, and it settles batches in input
+order, so the checkpoint always describes a prefix of the input:
 
 - a batch answered 2xx advances the checkpoint past its last record (and past the
   invalid records read before it);
