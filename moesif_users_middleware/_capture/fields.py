@@ -50,6 +50,10 @@ class Marker(enum.Enum):
     FAILED = 0  # the hook failed (distinct from a legitimate ``None``)
     UNSET = 1  # the hook is not configured: use the default
 
+    # Members are singletons compared by identity: hash them so too, in C (Enum's own
+    # __hash__ is Python code, and markers are hashed in every capture's reuse key).
+    __hash__ = object.__hash__
+
 
 FAILED: Final = Marker.FAILED
 UNSET: Final = Marker.UNSET

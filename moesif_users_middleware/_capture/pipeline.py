@@ -424,7 +424,7 @@ class Capture(Fields):
         unless building them reported a problem (it is then reported on every capture).
         ``tests/test_fast_paths.py`` checks a reused result equals a fresh one.
         """
-        key = item[2:5] + item[6:8] + item[9:10]  # id, company, token, campaign, domain, snapshot
+        key = (item[2], item[3], item[4], item[6], item[7], item[9])  # all but the metadata
         cache = self._base_cache
         try:
             bases = cache.get(key)
