@@ -12,6 +12,7 @@ import pytest
 from moesif_users_middleware._capture.config import ConfigurationError
 from moesif_users_middleware._delivery.batches import Item, pack, serialize
 from moesif_users_middleware._delivery.buffer import MAX_TOKENS_PER_RECORD, Entry, PendingBuffer
+from moesif_users_middleware._delivery.kinds import COMPANIES
 from moesif_users_middleware._delivery.options import (
     SENDER_OPTIONS,
     SenderOptions,
@@ -328,3 +329,18 @@ def test_backoff_is_full_jitter_and_capped() -> None:
 )
 def test_retryable_statuses(status: int, retryable: bool) -> None:
     assert is_retryable_status(status) is retryable
+
+
+def test_a_company_keeps_the_tokens_of_many_users() -> None:
+    """A company's update carries each of its users' tokens: far more than a user's 32."""
+    buffer = PendingBuffer(10, 10**9)
+    key = ("companies", "c")
+    for index in range(COMPANIES.max_tokens + 3):
+        record = {"company_id": "c", "session_token": f"t{index}"}
+        assert buffer.add(key, record, "company_id")
+    entry = buffer.pending[key]
+    assert entry.tokens is not None
+    assert len(entry.tokens) == COMPANIES.max_tokens > MAX_TOKENS_PER_RECORD
+    assert buffer.dropped == 2
+    sent = {record["session_token"] for record in entry.records()}
+    assert sent == {f"t{index}" for index in range(2, COMPANIES.max_tokens + 3)}

@@ -23,12 +23,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from .._merge import merge_update
-from .kinds import Key
+from .kinds import KINDS, USERS, Key
 from .tally import Tally, new_tallies, total
 
 __all__ = ["MAX_TOKENS_PER_RECORD", "Entry", "PendingBuffer", "Timed"]
 
-MAX_TOKENS_PER_RECORD = 32
+MAX_TOKENS_PER_RECORD = USERS.max_tokens  # a user's; see RecordKind.max_tokens
+_MAX_TOKENS = {kind.id_field: kind.max_tokens for kind in KINDS.values()}
 _INITIAL_BYTES_PER_RECORD = 1024
 
 # A record with its stamp and, when the caller gave one, its ``modified_time`` text.
@@ -53,6 +54,11 @@ class Entry:
         self.tokens: list[str] | None = None  # older distinct tokens, oldest first
         self.stamp = stamp  # the newest moment merged in (seconds since the epoch)
         self.stamp_text = stamp_text  # the caller's modified_time for that moment, if given
+
+    @property
+    def max_tokens(self) -> int:
+        """How many older distinct tokens this key keeps (its kind's ``max_tokens``)."""
+        return _MAX_TOKENS.get(self.id_field, MAX_TOKENS_PER_RECORD)
 
     def touch(self, stamp: float, stamp_text: str | None) -> None:
         """Note an update of moment ``stamp`` merged in (the newest moment is kept)."""
@@ -165,7 +171,7 @@ class PendingBuffer:
                 if tokens is None:
                     entry.tokens = tokens = []
                 tokens.append(previous)
-                if len(tokens) > MAX_TOKENS_PER_RECORD:
+                if len(tokens) > entry.max_tokens:
                     del tokens[0]
                     tally.dropped += 1
         entry.record = merge_update(current, record)
@@ -229,7 +235,7 @@ class PendingBuffer:
                 entry.tokens = [token]
             elif token not in entry.tokens:
                 entry.tokens.insert(0, token)
-                if len(entry.tokens) > MAX_TOKENS_PER_RECORD:
+                if len(entry.tokens) > entry.max_tokens:
                     del entry.tokens[0]
                     tally.dropped += 1
         entry.record = merged
