@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "send", help="send users (or companies) from a JSON, JSON Lines or CSV file in batches"
     )
     try:
-        from .backfill.command import configure_parser
+        from .backfill.arguments import configure_parser
     except ImportError:  # pragma: no cover - only while the backfill module is absent
         pass
     else:

@@ -74,7 +74,8 @@ RANKS = {
 # dependency or a heavy subcommand.
 LAZY = {
     ("cli", "_demo.run"),  # the demo needs every framework
-    ("cli", "backfill.command"),  # the send command's readers
+    ("cli", "backfill.arguments"),  # the send command's readers
+    ("cli", "backfill.command"),
     ("cli", "_spool_command"),  # the spool command (it loads the sender)
     ("cli", "collector"),  # needs starlette and uvicorn
     ("_demo.run", "_demo.flask_app"),  # needs flask

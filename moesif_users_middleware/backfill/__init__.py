@@ -12,7 +12,8 @@ projects run ``python manage.py moesif_users_backfill`` for their users
 
 from __future__ import annotations
 
-from .command import configure_parser, run
+from .arguments import configure_parser
+from .command import run
 from .runner import Backfill, BackfillOptions, Summary
 
 __all__ = ["Backfill", "BackfillOptions", "Summary", "configure_parser", "run"]

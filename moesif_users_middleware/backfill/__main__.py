@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .command import configure_parser, run
+from .arguments import configure_parser
+from .command import run
 
 
 def main() -> int:

@@ -60,7 +60,8 @@ from django.utils.module_loading import import_string
 
 from .._capture.pipeline import user_id_from_object
 from ..models import User
-from .command import Output, add_sending_arguments, execute
+from .arguments import add_sending_arguments
+from .command import Output, execute
 from .items import Item, Skipped, Unparsed
 
 __all__ = [
