@@ -282,7 +282,10 @@ def test_a_full_spool_drops_new_records_and_still_merges_spooled_ones(
     wait_for(lambda: sender._engine.buffer.slots == 0)
     assert sender.stats()["spooled"] == kept
     assert sender.stats()["dropped"] == 100 - kept + 1
-    sender.shutdown(timeout=0.5)
+    # Time enough for its worker to give up on the closed port and end: a sender whose
+    # worker outlives the shutdown keeps its file open, so this process could not adopt it.
+    sender.shutdown(timeout=5)
+    assert sender._engine.worker.thread is None  # it ended within the shutdown
 
     sender = spool_sender(app_id + "-next", collector.url, spool)  # another app: not its files
     sender.shutdown()
