@@ -57,26 +57,28 @@ class Finish(Fields):
             return None
 
     def _finish(self, item: Deferred) -> Finished:
-        metadata, company_metadata = item[5], item[8]
         user_base, company_base = self._bases(item)
-        user = dict(user_base)
-        plain = True
-        if metadata is not UNSET:
-            metadata, plain = self._checked_metadata(metadata)
-            if metadata is not None:
-                user["metadata"] = metadata
+        user, plain = self._with_metadata(user_base, item[5], "get_metadata")
         records: list[tuple[RecordKind, dict[str, Any]]] = [(USERS, user)]
         if company_base is not None:
-            company_record = dict(company_base)
-            if company_metadata is not UNSET:
-                metadata, company_plain = self._checked_metadata(
-                    company_metadata, "get_company_metadata"
-                )
-                if metadata is not None:
-                    company_record["metadata"] = metadata
-                plain = plain and company_plain
-            records.append((COMPANIES, company_record))
+            company, company_plain = self._with_metadata(
+                company_base, item[8], "get_company_metadata"
+            )
+            records.append((COMPANIES, company))
+            plain = plain and company_plain
         return Finished(records, plain)
+
+    def _with_metadata(
+        self, base: dict[str, Any], metadata: object, name: str
+    ) -> tuple[dict[str, Any], bool]:
+        """A new record: ``base`` plus the hook's checked metadata; and whether it was plain."""
+        record = dict(base)
+        if metadata is UNSET:
+            return record, True
+        checked, plain = self._checked_metadata(metadata, name)
+        if checked is not None:
+            record["metadata"] = checked
+        return record, plain
 
     def _bases(self, item: Deferred) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The user's and the company's records without their metadata.

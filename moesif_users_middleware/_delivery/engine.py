@@ -107,7 +107,7 @@ class Engine:
         """Queue one validated record; ``False`` if dropped (the buffer is full). Never raises."""
         try:
             with self.lock:
-                accepted = self._add_locked(kind, record, stamp, stamp_text)
+                accepted = self._add_locked(kind, kind.key(record), record, stamp, stamp_text)
         except Exception:
             logger.debug("an unusable record was dropped", exc_info=True)
             return False
@@ -123,7 +123,6 @@ class Engine:
         then be skipped although this update came after it).
         """
         accepted = True
-        name, id_field = kind.name, kind.id_field
         forget = self.unchanged.forget
         with self.inbox_lock:
             if self.inbox:
@@ -131,10 +130,11 @@ class Engine:
             with self.lock:  # one acquisition for the whole call: this is queue_user's path
                 for record in records:
                     try:
-                        forget((name, record[id_field]))
+                        key = kind.key(record)
+                        forget(key)
                         text = record.get("modified_time")
                         stamp = _now() if text is None else seconds_of(text)
-                        if not self._add_locked(kind, record, stamp, text):
+                        if not self._add_locked(kind, key, record, stamp, text):
                             accepted = False
                     except Exception:  # validated records cannot get here; never raise
                         logger.debug("an unusable record was dropped", exc_info=True)
@@ -144,13 +144,16 @@ class Engine:
         return accepted
 
     def _add_locked(
-        self, kind: RecordKind, record: dict[str, Any], stamp: float, stamp_text: str | None
+        self,
+        kind: RecordKind,
+        key: Key,
+        record: dict[str, Any],
+        stamp: float,
+        stamp_text: str | None,
     ) -> bool:
         """Add one record to the buffer and wake the worker if due; ``lock`` is held."""
         buffer = self.buffer
-        accepted = buffer.add(
-            (kind.name, record[kind.id_field]), record, kind.id_field, stamp, stamp_text
-        )
+        accepted = buffer.add(key, record, kind.id_field, stamp, stamp_text)
         worker = self.worker
         if not worker.running:
             worker.start()
@@ -254,8 +257,9 @@ class Engine:
         accepted = True
         with self.lock:
             for kind, record in records:
-                keys.append((kind.name, record[kind.id_field]))
-                accepted = self._add_locked(kind, record, stamp, None) and accepted
+                key = kind.key(record)
+                keys.append(key)
+                accepted = self._add_locked(kind, key, record, stamp, None) and accepted
         if not accepted:
             self._warn_full()
             return None
