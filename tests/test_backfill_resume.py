@@ -27,10 +27,11 @@ pytest.importorskip("starlette")
 from conftest import CollectorHandle
 
 from moesif_users_middleware._delivery.retry import RetryPolicy
+from moesif_users_middleware.backfill.batching import Pacer
 from moesif_users_middleware.backfill.checkpoint import Checkpoint
 from moesif_users_middleware.backfill.readers import open_reader
 from moesif_users_middleware.backfill.rejects import RejectsFile
-from moesif_users_middleware.backfill.runner import Backfill, BackfillOptions, _Pacer
+from moesif_users_middleware.backfill.runner import Backfill, BackfillOptions
 from moesif_users_middleware.cli import main
 from moesif_users_middleware.collector.store import partition_key
 from moesif_users_middleware.transport import UsersClient
@@ -367,7 +368,7 @@ def test_400_without_an_index_is_bisected_to_the_refused_user(tmp_path: Path) ->
 
 
 def test_max_rate_holds_batches_back() -> None:
-    pacer = _Pacer(rate=200.0)
+    pacer = Pacer(rate=200.0)
     stop = threading.Event()
     started = time.monotonic()
     for _ in range(5):

@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 
 from .kinds import DEFAULT_KIND, SEND_KINDS
+from .options import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_BYTES, DEFAULT_RETRY_TIMEOUT
 from .readers import FORMATS
-from .runner import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_BYTES, DEFAULT_RETRY_TIMEOUT
 
 __all__ = ["DEFAULT_TIMEOUT", "add_sending_arguments", "configure_parser"]
 

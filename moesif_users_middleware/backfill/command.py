@@ -25,15 +25,12 @@ from ..transport import UsersClient
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .items import MalformedInputError
 from .kinds import DEFAULT_KIND, SEND_KINDS, SendKind
+from .options import BackfillOptions
 from .progress import make_progress, plural
 from .readers import open_reader
 from .rejects import RejectsFile
-from .runner import (
-    Backfill,
-    BackfillOptions,
-    RecordSource,
-    Summary,
-)
+from .runner import Backfill, RecordSource
+from .summary import Summary
 
 __all__ = ["Output", "execute", "run"]
 
