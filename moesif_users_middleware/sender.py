@@ -49,9 +49,10 @@ from ._delivery.worker import Ticket
 from ._lifecycle import drain_all, flush_all, shutdown_all
 from ._options import redact, resolve_application_id, resolve_base_url
 from ._ratelimit import RateLimitedLog
+from ._transport.records import normalize_companies, normalize_users
 from .errors import ValidationError
 from .models import normalize_company, normalize_user
-from .transport import UsersClient, normalize_companies, normalize_users
+from .transport import UsersClient
 
 __all__ = [
     "SENDER_OPTIONS",

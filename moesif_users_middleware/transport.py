@@ -15,31 +15,36 @@ the connection.
 Bodies are compact JSON, gzipped (level 3, chosen by `benchmarks/bench_gzip.py`) when
 larger than 1 KiB. The application id is sent in ``X-Moesif-Application-Id`` and never
 appears in reprs or exception messages.
+
+This module holds the two clients; what they share lives in ``_transport/`` (the
+requests they build in ``base.py``, bodies in ``body.py``, answers in ``response.py``,
+timeouts in ``timeouts.py`` and ``deadline.py``, batch validation in ``records.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import time
-import zlib
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
+from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any
 
 import httpx
 
-from ._options import redact, resolve_application_id, resolve_base_url
-from ._transport.deadline import (
-    BodyReader,
-    Deadline,
-    active_deadline,
-    deadline_transport,
+from ._transport.base import (
+    APPLICATION_ID_HEADER,
+    BATCH_PATH,
+    COMPANY_BATCH_PATH,
+    COMPANY_PATH,
+    USER_PATH,
+    ClientBase,
 )
+from ._transport.body import GZIP_LEVEL, GZIP_MIN_BYTES, encode_body
+from ._transport.body import compress as compress  # importable from here, as it was
+from ._transport.deadline import BodyReader, Deadline, active_deadline, deadline_transport
+from ._transport.records import normalize_companies, normalize_users
+from ._transport.response import RawResponse, parse_retry_after, raise_for
+from ._transport.timeouts import make_timeout
 from .errors import ApiError, TransportError
-from .models import ValidationError, normalize_company, normalize_user
 
 __all__ = [
     "APPLICATION_ID_HEADER",
@@ -62,253 +67,10 @@ __all__ = [
     "parse_retry_after",
 ]
 
-APPLICATION_ID_HEADER = "X-Moesif-Application-Id"
-USER_PATH = "/v1/users"
-BATCH_PATH = "/v1/users/batch"
-COMPANY_PATH = "/v1/companies"
-COMPANY_BATCH_PATH = "/v1/companies/batch"
 DEFAULT_TIMEOUT = 10.0
-GZIP_MIN_BYTES = 1024
-GZIP_LEVEL = 3  # chosen by benchmarks/bench_gzip.py (BENCHMARKS.md)
-_MAX_CONNECT_TIMEOUT = 5.0
-_USER_AGENT = "moesif-users-middleware/0.1.0"
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
-@dataclass(frozen=True)
-class RawResponse:
-    """What the low-level batch POST returns: status, headers and body text (first 64 KiB)."""
-
-    status_code: int
-    headers: httpx.Headers
-    text: str
-
-    @property
-    def retry_after(self) -> float | None:
-        """The ``Retry-After`` delay in seconds, if the answer carried a valid one."""
-        return parse_retry_after(self.headers.get("retry-after"))
-
-    def error(self) -> ApiError:
-        """An ``ApiError`` describing this (error) response."""
-        return ApiError(self.status_code, self.text, self.retry_after)
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP-date), else ``None``."""
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            moment = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if moment.tzinfo is None:
-            return None
-        seconds = moment.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds or seconds in (float("inf"), float("-inf")):
-        return None
-    return max(0.0, seconds)
-
-
-def make_timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
-    """An explicit ``httpx.Timeout`` (connect capped at 5 s) from seconds or a Timeout.
-
-    The clients also use its longest phase as the limit of a whole request.
-    """
-    if isinstance(timeout, httpx.Timeout):
-        return timeout
-    seconds = float(timeout)
-    return httpx.Timeout(
-        connect=min(seconds, _MAX_CONNECT_TIMEOUT), read=seconds, write=seconds, pool=seconds
-    )
-
-
-def encode_body(payload: Any, *, gzip: bool = True) -> tuple[bytes, str | None]:
-    """Compact JSON bytes, gzipped when larger than 1 KiB; returns ``(body, content_encoding)``."""
-    body = _ENCODER.encode(payload).encode("utf-8")
-    return compress(body) if gzip else (body, None)
-
-
-def compress(body: bytes) -> tuple[bytes, str | None]:
-    """Gzip ``body`` (level ``GZIP_LEVEL``) when it is larger than ``GZIP_MIN_BYTES``."""
-    if len(body) <= GZIP_MIN_BYTES:
-        return body, None
-    packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-    return packer.compress(body) + packer.flush(), "gzip"
-
-
-def normalize_users(users: Iterable[Any]) -> list[dict[str, Any]]:
-    """Validate every user of a batch; errors name the index (``users[3].user_id``)."""
-    return _normalize_all(users, "users", normalize_user)
-
-
-def normalize_companies(companies: Iterable[Any]) -> list[dict[str, Any]]:
-    """Validate every company of a batch; errors name the index (``companies[3].company_id``)."""
-    return _normalize_all(companies, "companies", normalize_company)
-
-
-def _normalize_all(
-    records: Iterable[Any], name: str, normalize: Callable[[object, str], dict[str, Any]]
-) -> list[dict[str, Any]]:
-    if isinstance(records, (str, bytes, Mapping)) or not isinstance(records, Iterable):
-        raise ValidationError(name, f"must be a list of {name}, not {type(records).__name__}")
-    out: list[dict[str, Any]] = []
-    prefix = f"{name}["
-    for index, record in enumerate(records):
-        try:
-            out.append(normalize(record, f"{name}[{index}]"))
-        except ValidationError as exc:
-            field = exc.field if exc.field.startswith(prefix) else f"{name}[{index}].{exc.field}"
-            raise ValidationError(field, exc.message) from None
-    return out
-
-
-class _Post(NamedTuple):
-    """What ``update_user`` / ``update_users_batch`` hand to ``post_body``."""
-
-    path: str
-    body: bytes
-    content_encoding: str | None
-
-
-class _ClientBase:
-    """Everything the two clients share; they differ only in how a request is awaited."""
-
-    def __init__(
-        self,
-        application_id: str | None,
-        base_url: str | None,
-        timeout: float | httpx.Timeout,
-        gzip: bool,
-    ) -> None:
-        self._application_id = resolve_application_id(application_id)
-        self.base_url = resolve_base_url(base_url)
-        self.timeout = make_timeout(timeout)
-        self._total = _longest_phase(self.timeout)
-        self.gzip = gzip
-        self._headers = {
-            APPLICATION_ID_HEADER: self._application_id,
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": _USER_AGENT,
-        }
-
-    def _client_options(self) -> dict[str, Any]:
-        """The httpx client's options (its transport aside)."""
-        return {
-            "base_url": self.base_url,
-            "headers": self._headers,
-            "timeout": self.timeout,
-            "follow_redirects": False,
-        }
-
-    def _user_post(self, user: Any) -> _Post:
-        """The request ``update_user`` makes for ``user`` (validated first)."""
-        return self._encode(USER_PATH, normalize_user(user))
-
-    def _batch_post(self, users: Iterable[Any]) -> _Post | None:
-        """The request ``update_users_batch`` makes (``None`` for no users: nothing to send)."""
-        records = normalize_users(users)
-        return self._encode(BATCH_PATH, records) if records else None
-
-    def _company_post(self, company: Any) -> _Post:
-        """The request ``update_company`` makes for ``company`` (validated first)."""
-        return self._encode(COMPANY_PATH, normalize_company(company))
-
-    def _company_batch_post(self, companies: Iterable[Any]) -> _Post | None:
-        """The request ``update_companies_batch`` makes (``None``: nothing to send)."""
-        records = normalize_companies(companies)
-        return self._encode(COMPANY_BATCH_PATH, records) if records else None
-
-    def _encode(self, path: str, payload: Any) -> _Post:
-        body, encoding = encode_body(payload, gzip=self.gzip)
-        return _Post(path, body, encoding)
-
-    def _request_headers(self, encoding: str | None) -> dict[str, str] | None:
-        return {"Content-Encoding": encoding} if encoding else None
-
-    def _build(
-        self,
-        client: httpx.Client | httpx.AsyncClient,
-        path: str,
-        body: bytes,
-        content_encoding: str | None,
-        deadline: Deadline | None,
-    ) -> httpx.Request:
-        phases = self.timeout if deadline is None else self._per_request_timeout(deadline.seconds)
-        return client.build_request(
-            "POST",
-            path,
-            content=body,
-            headers=self._request_headers(content_encoding),
-            timeout=phases,
-        )
-
-    def _deadline(self, timeout: float | None) -> Deadline | None:
-        """The limit of one request: ``timeout`` capped by the client's (``None``: none)."""
-        seconds = self._total if timeout is None else max(0.001, timeout)
-        if seconds is None:
-            return None
-        if self._total is not None:
-            seconds = min(seconds, self._total)
-        return Deadline.start(seconds)
-
-    def _response(self, response: httpx.Response, body: bytes) -> RawResponse:
-        text = body.decode("utf-8", "replace")
-        return RawResponse(response.status_code, response.headers, self._scrub(text))
-
-    def _transport_error(self, exc: httpx.HTTPError, deadline: Deadline | None) -> TransportError:
-        name = type(exc).__name__
-        detail = self._scrub(str(exc)) or name
-        if deadline is not None and isinstance(exc, httpx.TimeoutException):
-            late = deadline.message()
-            if detail == late or deadline.passed():
-                return TransportError(f"{late} ({name if detail == late else f'{name}: {detail}'})")
-        return TransportError(f"Users API request failed ({name}): {detail}")
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._application_id, redact(self._application_id))
-
-    def _per_request_timeout(self, timeout: float | None) -> httpx.Timeout | None:
-        if timeout is None:
-            return None
-        seconds = max(0.001, timeout)
-        base = self.timeout
-        return httpx.Timeout(
-            connect=_min(base.connect, seconds),
-            read=_min(base.read, seconds),
-            write=_min(base.write, seconds),
-            pool=_min(base.pool, seconds),
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(base_url={self.base_url!r}, "
-            f"application_id={redact(self._application_id)})"
-        )
-
-
-def _min(value: float | None, cap: float) -> float:
-    return cap if value is None else min(value, cap)
-
-
-def _longest_phase(timeout: httpx.Timeout) -> float | None:
-    phases = [timeout.connect, timeout.read, timeout.write, timeout.pool]
-    limits = [phase for phase in phases if phase is not None]
-    return max(limits) if limits else None
-
-
-def _raise_for(response: RawResponse) -> None:
-    if not 200 <= response.status_code < 300:
-        raise response.error()
-
-
-class UsersClient(_ClientBase):
+class UsersClient(ClientBase):
     """Synchronous Users API client with one reused connection pool.
 
     ``application_id`` falls back to ``MOESIF_APPLICATION_ID`` (``ConfigurationError``
@@ -336,23 +98,23 @@ class UsersClient(_ClientBase):
 
     def update_user(self, user: Any) -> None:
         """Create or update one user (``User`` or dict); raises ``ApiError`` on failure."""
-        _raise_for(self.post_body(*self._user_post(user)))
+        raise_for(self.post_body(*self._user_post(user)))
 
     def update_users_batch(self, users: Iterable[Any]) -> None:
         """Create or update a list of users in one request (an empty list sends nothing)."""
         post = self._batch_post(users)
         if post is not None:
-            _raise_for(self.post_body(*post))
+            raise_for(self.post_body(*post))
 
     def update_company(self, company: Any) -> None:
         """Create or update one company (``Company`` or dict); raises ``ApiError`` on failure."""
-        _raise_for(self.post_body(*self._company_post(company)))
+        raise_for(self.post_body(*self._company_post(company)))
 
     def update_companies_batch(self, companies: Iterable[Any]) -> None:
         """Create or update a list of companies in one request (an empty list sends nothing)."""
         post = self._company_batch_post(companies)
         if post is not None:
-            _raise_for(self.post_body(*post))
+            raise_for(self.post_body(*post))
 
     def post_body(
         self,
@@ -399,7 +161,7 @@ class UsersClient(_ClientBase):
         self.close()
 
 
-class AsyncUsersClient(_ClientBase):
+class AsyncUsersClient(ClientBase):
     """``UsersClient`` for asyncio: the same methods, awaited; close with ``aclose()``."""
 
     def __init__(
@@ -416,23 +178,23 @@ class AsyncUsersClient(_ClientBase):
 
     async def update_user(self, user: Any) -> None:
         """Create or update one user (``User`` or dict); raises ``ApiError`` on failure."""
-        _raise_for(await self.post_body(*self._user_post(user)))
+        raise_for(await self.post_body(*self._user_post(user)))
 
     async def update_users_batch(self, users: Iterable[Any]) -> None:
         """Create or update a list of users in one request (an empty list sends nothing)."""
         post = self._batch_post(users)
         if post is not None:
-            _raise_for(await self.post_body(*post))
+            raise_for(await self.post_body(*post))
 
     async def update_company(self, company: Any) -> None:
         """Create or update one company (``Company`` or dict); raises ``ApiError`` on failure."""
-        _raise_for(await self.post_body(*self._company_post(company)))
+        raise_for(await self.post_body(*self._company_post(company)))
 
     async def update_companies_batch(self, companies: Iterable[Any]) -> None:
         """Create or update a list of companies in one request (an empty list sends nothing)."""
         post = self._company_batch_post(companies)
         if post is not None:
-            _raise_for(await self.post_body(*post))
+            raise_for(await self.post_body(*post))
 
     async def post_body(
         self,

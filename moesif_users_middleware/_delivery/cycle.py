@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from ..transport import RawResponse, compress
+from .._transport.body import compress
+from .._transport.response import RawResponse
 from .batches import Batch, Item, pack, serialize
 from .buffer import Entry, Timed
 from .kinds import KINDS, Key, RecordKind

@@ -23,7 +23,8 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ..transport import RawResponse, TransportError
+from .._transport.response import RawResponse
+from ..errors import TransportError
 from .retry import RetryPolicy, is_retryable_status
 
 __all__ = ["Answer", "Outcome", "deliver_split", "post_with_retries", "refusal"]

@@ -23,7 +23,7 @@ import httpx
 
 from .._delivery.kinds import KINDS, RecordKind
 from .._merge import merge_update
-from ..transport import APPLICATION_ID_HEADER
+from .._transport.base import APPLICATION_ID_HEADER
 
 __all__ = ["RecordedBatch", "RecordingTransport", "merge_record"]
 
