@@ -12,7 +12,8 @@ import os
 import sys
 
 from .app import APPLICATION_ID_HEADER, DEFAULT_MAX_BODY_BYTES, create_app
-from .store import Store, partition_key
+from .partition import partition_key
+from .store import Store
 
 __all__ = [
     "APPLICATION_ID_HEADER",

@@ -48,7 +48,8 @@ from .html import (
     render_user,
 )
 from .kinds import COMPANIES, KINDS, USERS, Kind
-from .store import PARTITION_KEY_LENGTH, Store, partition_key
+from .partition import PARTITION_KEY_LENGTH, partition_key
+from .store import Store
 
 __all__ = ["APPLICATION_ID_HEADER", "DEFAULT_MAX_BODY_BYTES", "create_app"]
 

@@ -13,22 +13,28 @@ keeps its clocks. It also keeps the profile's ``modified_time`` as epoch millise
 its label (a user's company id, a company's domain), indexed, so the HTML page can sort
 newest first, search and page through 100k profiles quickly, and a company's page can
 list its users.
+
+This module is the store's interface and its lock; :mod:`.schema` creates the tables,
+:mod:`.rows` reads and writes one update's rows, :mod:`.filters` words the page's
+queries, :mod:`.partition` makes the partition key.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .changes import profile_changes
-from .kinds import KINDS, USERS, Kind
-from .ordering import Clock, epoch_ms, merge_profile
+from .filters import filter_clause, newest_first
+from .kinds import USERS, Kind
+from .ordering import merge_profile
+from .partition import PARTITION_KEY_LENGTH, partition_key
+from .rows import HISTORY_LIMIT, HistoryRow, add_history, load_profiles, write_profiles
+from .schema import create_tables, dumps, index_name, loads
 
 __all__ = [
     "HISTORY_LIMIT",
@@ -38,66 +44,6 @@ __all__ = [
     "partition_key",
     "profile_changes",
 ]
-
-PARTITION_KEY_LENGTH = 16
-HISTORY_LIMIT = 50  # history rows kept per profile
-_SELECT_CHUNK = 500  # well under SQLite's bound-parameter limit
-_TOP = "\U0010ffff"  # sorts after every character: "starts with x" is [x, x + _TOP)
-
-
-def _schema(kind: Kind) -> str:
-    key, label = kind.id_field, kind.label_field
-    return f"""
-CREATE TABLE IF NOT EXISTS {kind.table} (
-    partition TEXT NOT NULL,
-    {key} TEXT NOT NULL,
-    profile TEXT NOT NULL,
-    modified_ms INTEGER NOT NULL DEFAULT 0,
-    {label} TEXT,
-    history_seq INTEGER NOT NULL DEFAULT 0,
-    clocks TEXT NOT NULL DEFAULT '{{}}',
-    PRIMARY KEY (partition, {key})
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS {kind.history_table} (
-    partition TEXT NOT NULL,
-    {key} TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    applied_time TEXT NOT NULL,
-    modified_time TEXT NOT NULL,
-    changes TEXT NOT NULL,
-    PRIMARY KEY (partition, {key}, seq)
-) WITHOUT ROWID;
-"""
-
-
-def _index(kind: Kind) -> str:
-    """The page's one index per kind, created after the columns exist (an old database
-    gets them by migration first).
-
-    Its entries are (modified_ms, label, partition, id) (a WITHOUT ROWID index holds the
-    primary key), so sorting newest first, filtering by partition, id or label prefix (or
-    an exact label: a company's users), counting and paging read only the index.
-    """
-    return (
-        f"CREATE INDEX IF NOT EXISTS {_index_name(kind)}"
-        f" ON {kind.table} (modified_ms, {kind.label_field})"
-    )
-
-
-def _index_name(kind: Kind) -> str:
-    return f"{kind.table}_by_modified"
-
-
-def _newest_first(kind: Kind, table: str = "") -> str:
-    prefix = f"{table}." if table else ""
-    columns = ("modified_ms", kind.label_field, "partition", kind.id_field)
-    return "ORDER BY " + ", ".join(f"{prefix}{column} DESC" for column in columns)
-
-
-def partition_key(application_id: str) -> str:
-    """The stored stand-in for an application id: a sha256 hex prefix."""
-    digest = hashlib.sha256(application_id.encode("utf-8", "surrogatepass")).hexdigest()
-    return digest[:PARTITION_KEY_LENGTH]
 
 
 @dataclass
@@ -121,10 +67,7 @@ class Store:
         )
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
-        for kind in KINDS.values():
-            self._conn.executescript(_schema(kind))
-            self._migrate(kind)
-            self._conn.execute(_index(kind))
+        create_tables(self._conn)
         self._closed = False
 
     def apply(
@@ -143,8 +86,8 @@ class Store:
             # file cannot slip an update in between.
             conn.execute("BEGIN IMMEDIATE")
             try:
-                profiles, seqs, clocks = self._load(kind, partition, ids)
-                history: list[tuple[str, str, int, str, str, str]] = []
+                profiles, seqs, clocks = load_profiles(conn, kind, partition, ids)
+                history: list[HistoryRow] = []
                 for update in updates:
                     record_id = update[key]
                     before = profiles.get(record_id)
@@ -156,10 +99,10 @@ class Store:
                     if changes:
                         seq = seqs[record_id] = seqs.get(record_id, 0) + 1
                         stamp = update.get("modified_time") or now
-                        history.append((partition, record_id, seq, now, stamp, _dumps(changes)))
-                self._write(kind, partition, ids, profiles, seqs, clocks)
+                        history.append((partition, record_id, seq, now, stamp, dumps(changes)))
+                write_profiles(conn, kind, partition, ids, profiles, seqs, clocks)
                 if history:
-                    self._add_history(kind, partition, history)
+                    add_history(conn, kind, partition, history)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -199,7 +142,7 @@ class Store:
                 f"SELECT profile FROM {kind.table} WHERE partition = ? AND {kind.id_field} = ?",
                 (partition, record_id),
             ).fetchone()
-        return None if row is None else _loads(row[0])
+        return None if row is None else loads(row[0])
 
     def list_profiles(
         self, partition: str, *, limit: int, offset: int = 0, kind: Kind = USERS
@@ -211,16 +154,16 @@ class Store:
                 f" ORDER BY {kind.id_field} LIMIT ? OFFSET ?",
                 (partition, limit, offset),
             ).fetchall()
-        return [_loads(profile) for (profile,) in rows]
+        return [loads(profile) for (profile,) in rows]
 
     def count_all(
         self, *, prefix: str = "", search: str = "", label: str | None = None, kind: Kind = USERS
     ) -> int:
         """How many profiles :meth:`list_all` has to page through."""
-        where, params = _filter(kind, prefix, search, label)
+        where, params = filter_clause(kind, prefix, search, label)
         with self._lock:
             (count,) = self._conn.execute(
-                f"SELECT COUNT(*) FROM {kind.table} INDEXED BY {_index_name(kind)}{where}", params
+                f"SELECT COUNT(*) FROM {kind.table} INDEXED BY {index_name(kind)}{where}", params
             ).fetchone()
         return int(count)
 
@@ -240,25 +183,25 @@ class Store:
         ``search`` keeps profiles whose id or label (company id, domain) starts with it;
         ``label`` keeps those whose label is exactly that (the users of a company).
         """
-        where, params = _filter(kind, prefix, search, label)
-        key, table, index = kind.id_field, kind.table, _index_name(kind)
+        where, params = filter_clause(kind, prefix, search, label)
+        key, table, index = kind.id_field, kind.table, index_name(kind)
         # The page of keys comes from the index alone; only its rows are read in full.
         sql = (
             f"SELECT t.partition, t.profile FROM (SELECT modified_ms, {kind.label_field},"
-            f" partition, {key} FROM {table} INDEXED BY {index}{where} {_newest_first(kind)}"
+            f" partition, {key} FROM {table} INDEXED BY {index}{where} {newest_first(kind)}"
             f" LIMIT ? OFFSET ?) AS page JOIN {table} AS t USING (partition, {key})"
-            f" {_newest_first(kind, 'page')}"
+            f" {newest_first(kind, 'page')}"
         )
         with self._lock:
             rows = self._conn.execute(sql, (*params, limit, offset)).fetchall()
-        return [(partition, _loads(profile)) for partition, profile in rows]
+        return [(partition, loads(profile)) for partition, profile in rows]
 
     def find(
         self, record_id: str, partition: str = "", kind: Kind = USERS
     ) -> list[tuple[str, dict[str, Any]]]:
         """(partition, profile) for ``record_id`` in the partitions whose key starts with
         ``partition`` (a whole key selects one; "" every partition)."""
-        where, params = _filter(kind, partition, "", None)
+        where, params = filter_clause(kind, partition, "", None)
         joiner = " AND " if where else " WHERE "
         sql = (
             f"SELECT partition, profile FROM {kind.table}{where}{joiner}{kind.id_field} = ?"
@@ -266,16 +209,16 @@ class Store:
         )
         with self._lock:
             rows = self._conn.execute(sql, (*params, record_id)).fetchall()
-        return [(key, _loads(profile)) for key, profile in rows]
+        return [(key, loads(profile)) for key, profile in rows]
 
     def partitions_with_label(
         self, label: str, partition: str = "", kind: Kind = USERS
     ) -> list[str]:
         """The partitions holding a profile labelled ``label`` (users of that company)."""
-        where, params = _filter(kind, partition, "", label)
+        where, params = filter_clause(kind, partition, "", label)
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT DISTINCT partition FROM {kind.table} INDEXED BY {_index_name(kind)}"
+                f"SELECT DISTINCT partition FROM {kind.table} INDEXED BY {index_name(kind)}"
                 f"{where} ORDER BY partition",
                 params,
             ).fetchall()
@@ -291,7 +234,7 @@ class Store:
                 (partition, record_id),
             ).fetchall()
         return [
-            {"applied_time": applied, "modified_time": modified, "changes": _loads(changes)}
+            {"applied_time": applied, "modified_time": modified, "changes": loads(changes)}
             for applied, modified, changes in rows
         ]
 
@@ -302,150 +245,8 @@ class Store:
                 self._closed = True
                 self._conn.close()
 
-    def _write(
-        self,
-        kind: Kind,
-        partition: str,
-        ids: Iterable[str],
-        profiles: Mapping[str, Mapping[str, Any]],
-        seqs: Mapping[str, int],
-        clocks: Mapping[str, Mapping[str, Clock]],
-    ) -> None:
-        rows = [
-            (
-                partition,
-                record_id,
-                _dumps(profiles[record_id]),
-                epoch_ms(profiles[record_id]["modified_time"]),
-                profiles[record_id].get(kind.label_field),
-                seqs.get(record_id, 0),
-                _dumps(clocks[record_id]),
-            )
-            for record_id in ids
-        ]
-        self._conn.executemany(
-            f"INSERT OR REPLACE INTO {kind.table} (partition, {kind.id_field}, profile,"
-            f" modified_ms, {kind.label_field}, history_seq, clocks) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-
-    def _add_history(
-        self, kind: Kind, partition: str, history: Sequence[tuple[str, str, int, str, str, str]]
-    ) -> None:
-        conn = self._conn
-        conn.executemany(f"INSERT INTO {kind.history_table} VALUES (?, ?, ?, ?, ?, ?)", history)
-        trimmed = {
-            (record_id, seq - HISTORY_LIMIT)
-            for _, record_id, seq, *_rest in history
-            if seq > HISTORY_LIMIT
-        }
-        if trimmed:
-            conn.executemany(
-                f"DELETE FROM {kind.history_table}"
-                f" WHERE partition = ? AND {kind.id_field} = ? AND seq <= ?",
-                [(partition, record_id, upto) for record_id, upto in trimmed],
-            )
-
-    def _migrate(self, kind: Kind) -> None:
-        """Give a table written by an older collector the columns this one sorts on."""
-        conn = self._conn
-        table, key, label = kind.table, kind.id_field, kind.label_field
-        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        added = [
-            (name, column)
-            for name, column in (
-                ("modified_ms", "INTEGER NOT NULL DEFAULT 0"),
-                (label, "TEXT"),
-                ("history_seq", "INTEGER NOT NULL DEFAULT 0"),
-                ("clocks", "TEXT NOT NULL DEFAULT '{}'"),
-            )
-            if name not in columns
-        ]
-        if not added:
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for name, column in added:
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {column}")
-            rows = conn.execute(f"SELECT partition, {key}, profile FROM {table}").fetchall()
-            updates = []
-            for partition, record_id, text in rows:
-                profile = _loads(text)
-                stamp = profile.get("modified_time")
-                updates.append(
-                    (
-                        epoch_ms(stamp) if isinstance(stamp, str) else 0,
-                        profile.get(label),
-                        partition,
-                        record_id,
-                    )
-                )
-            conn.executemany(
-                f"UPDATE {table} SET modified_ms = ?, {label} = ?"
-                f" WHERE partition = ? AND {key} = ?",
-                updates,
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-
-    def _load(
-        self, kind: Kind, partition: str, ids: Iterable[str]
-    ) -> tuple[dict[str, dict[str, Any]], dict[str, int], dict[str, dict[str, Clock]]]:
-        wanted = list(ids)
-        found: dict[str, dict[str, Any]] = {}
-        seqs: dict[str, int] = {}
-        clocks: dict[str, dict[str, Clock]] = {}
-        for start in range(0, len(wanted), _SELECT_CHUNK):
-            chunk = wanted[start : start + _SELECT_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            cursor = self._conn.execute(
-                f"SELECT {kind.id_field}, profile, history_seq, clocks FROM {kind.table}"
-                f" WHERE partition = ? AND {kind.id_field} IN ({marks})",
-                (partition, *chunk),
-            )
-            for record_id, profile, seq, clock in cursor:
-                found[record_id] = _loads(profile)
-                seqs[record_id] = seq
-                clocks[record_id] = _loads(clock)
-        return found, seqs, clocks
-
     def _stats_for(self, partition: str, kind: Kind) -> Stats:
         stats = self._stats.get((kind.name, partition))
         if stats is None:
             stats = self._stats[kind.name, partition] = Stats()
         return stats
-
-
-def _filter(kind: Kind, prefix: str, search: str, label: str | None) -> tuple[str, tuple[str, ...]]:
-    """WHERE clause (with its leading space) and parameters for the page's filters."""
-    clauses: list[str] = []
-    params: list[str] = []
-    if len(prefix) == PARTITION_KEY_LENGTH:
-        clauses.append("partition = ?")
-        params.append(prefix)
-    elif prefix:
-        clauses.append("partition >= ? AND partition < ?")
-        params += [prefix, prefix + _TOP]
-    key, column = kind.id_field, kind.label_field
-    if search:
-        upper = search + _TOP
-        clauses.append(f"(({key} >= ? AND {key} < ?) OR ({column} >= ? AND {column} < ?))")
-        params += [search, upper, search, upper]
-    if label is not None:
-        clauses.append(f"{column} = ?")
-        params.append(label)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
-
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-def _dumps(profile: Mapping[str, Any]) -> str:
-    return _ENCODER.encode(profile)
-
-
-def _loads(text: str) -> dict[str, Any]:
-    profile: dict[str, Any] = json.loads(text)
-    return profile
