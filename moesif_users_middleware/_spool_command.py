@@ -28,7 +28,7 @@ from ._delivery.spool_dir import (
     release_claim,
     try_lock,
 )
-from ._options import resolve_application_id, resolve_base_url
+from ._options.endpoint import resolve_application_id, resolve_base_url
 from ._time import utc_text
 from .errors import ConfigurationError
 from .sender import get_sender

@@ -47,7 +47,7 @@ from ._delivery.options import SENDER_OPTIONS, SenderOptions, validate_sender_op
 from ._delivery.retry import DEFAULT_RETRY, RetryPolicy
 from ._delivery.worker import Ticket
 from ._lifecycle import drain_all, flush_all, shutdown_all
-from ._options import redact, resolve_application_id, resolve_base_url
+from ._options.endpoint import redact, resolve_application_id, resolve_base_url
 from ._ratelimit import RateLimitedLog
 from ._transport.records import normalize_companies, normalize_users
 from .errors import ValidationError

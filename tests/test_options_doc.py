@@ -32,7 +32,7 @@ def readme_option_table() -> str:
 
 def test_the_readme_option_table_is_the_rendered_table() -> None:
     assert readme_option_table() == markdown_table(), (
-        "README.md's option table differs from moesif_users_middleware/_options.py: "
+        "README.md's option table differs from moesif_users_middleware/_options/table.py: "
         "paste markdown_table()'s output into the README"
     )
 

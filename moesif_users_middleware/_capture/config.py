@@ -11,15 +11,17 @@ from typing import Any, NamedTuple, TypeVar
 from .._delivery.options import validate_sender_options
 from .._options import (
     CAPTURE_OPTIONS,
-    DEFAULT_BASE_URL,
     HOOK_OPTIONS,
     SENDER_OPTIONS,
     check_option,
     option,
+    unknown_options_error,
+)
+from .._options.endpoint import (
+    DEFAULT_BASE_URL,
     redact,
     resolve_application_id,
     resolve_base_url,
-    unknown_options_error,
 )
 from ..errors import ConfigurationError, HookError, MissingApplicationIdError
 from .client_ip import ClientIpResolver

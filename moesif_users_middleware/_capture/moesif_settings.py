@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-from .._options import resolve_base_url
+from .._options.endpoint import resolve_base_url
 from ..errors import ConfigurationError, HookError
 from .config import CaptureConfig, build_config
 from .fields import UNSET, describe

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import httpx
 
-from .._options import redact, resolve_application_id, resolve_base_url
+from .._options.endpoint import redact, resolve_application_id, resolve_base_url
 from ..errors import TransportError
 from ..models import normalize_company, normalize_user
 from .body import encode_body

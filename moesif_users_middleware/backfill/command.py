@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TextIO
 
-from .._options import resolve_application_id, resolve_base_url
+from .._options.endpoint import resolve_application_id, resolve_base_url
 from ..errors import ConfigurationError
 from ..transport import UsersClient
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
