@@ -1,7 +1,8 @@
 """What the adapter benchmarks share (``bench_flask``, ``bench_django``, ``bench_asgi``).
 
-- :func:`start_sink`: a loopback HTTP sink both libraries send to; it answers 200 at once
-  and counts what arrives, by path.
+- :func:`start_sink`: a loopback HTTP sink both libraries send to, in a process of its
+  own (so the process CPU clock counts only the app); it answers 200 at once and counts
+  what arrives, by path.
 - :func:`wsgi_environs` / :func:`asgi_scopes`: one request template per user (``USERS``
   of them); :func:`wsgi_runner` / :func:`asgi_runner` replay them in rotation, calling
   the app directly as a server would. In ``changing`` traffic they add ``X-Seq: <n>``,
@@ -18,10 +19,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import io
+import json
+import multiprocessing
 import statistics
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,16 +45,23 @@ Runner = Callable[[int, int], None]  # run(count, first_seq): ``count`` requests
 
 
 # --- the sink ------------------------------------------------------------------------------------
+_COUNTS_PATH = "/__sink/counts"
+
+
 class _SinkHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: Sink
+    server: _SinkServer
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
-        self.server.count(self.path.split("?", 1)[0], length)
-        body = b"{}"
+        path = self.path.split("?", 1)[0]
+        if path == _COUNTS_PATH:
+            body = json.dumps(self.server.counts).encode()
+        else:
+            self.server.count(path, length)
+            body = b"{}"
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -63,42 +74,64 @@ class _SinkHandler(BaseHTTPRequestHandler):
         pass
 
 
-class Sink(ThreadingHTTPServer):
-    """A loopback HTTP server answering 200 ``{}`` to everything; counts what arrives."""
-
+class _SinkServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _SinkHandler)
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
-        self._counts: dict[str, list[int]] = {}  # path -> [requests, body bytes]
+        self.counts: dict[str, list[int]] = {}  # path -> [requests, body bytes]
         self._lock = threading.Lock()
 
     def count(self, path: str, size: int) -> None:
         with self._lock:
-            entry = self._counts.setdefault(path, [0, 0])
+            entry = self.counts.setdefault(path, [0, 0])
             entry[0] += 1
             entry[1] += size
 
+
+def _serve_sink(port: Any) -> None:
+    """The sink process: serve until killed, after telling the parent its port."""
+    server = _SinkServer()
+    port.value = server.server_address[1]
+    server.serve_forever()
+
+
+class Sink:
+    """A loopback HTTP server in a child process, answering 200 ``{}`` to everything and
+    counting what arrives. It runs in its own process so that the benchmark process's
+    CPU clock counts the app and the libraries only, not the server they send to."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        port = context.Value("i", 0)
+        self._process = context.Process(target=_serve_sink, args=(port,), daemon=True)
+        self._process.start()
+        deadline = time.monotonic() + 30
+        while not port.value:
+            if time.monotonic() > deadline or not self._process.is_alive():
+                raise RuntimeError("the sink process did not start")
+            time.sleep(0.01)
+        self.url = f"http://127.0.0.1:{port.value}"
+
     def describe(self) -> str:
         """What arrived so far, by path."""
-        with self._lock:
-            parts = [
-                f"{path}: {n} requests, {size / 1024:.0f} KiB"
-                for path, (n, size) in sorted(self._counts.items())
-            ]
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback
+        with direct.open(self.url + _COUNTS_PATH, timeout=10) as answer:
+            counts: dict[str, list[int]] = json.loads(answer.read())
+        parts = [
+            f"{path}: {n} requests, {size / 1024:.0f} KiB"
+            for path, (n, size) in sorted(counts.items())
+        ]
         return "sink received: " + ("; ".join(parts) or "nothing")
 
     def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
+        self._process.terminate()
+        self._process.join(10)
 
 
 def start_sink() -> Sink:
-    """Start a :class:`Sink` in a daemon thread of this process; ``stop()`` stops it."""
-    sink = Sink()
-    threading.Thread(target=sink.serve_forever, name="sink", daemon=True).start()
-    return sink
+    """Start a :class:`Sink` (its own process); ``stop()`` stops it."""
+    return Sink()
 
 
 # --- request templates ---------------------------------------------------------------------------
@@ -294,8 +327,9 @@ def measure_batch(variant: Variant, count: int, seq: int) -> Sample:
 
     Wall (``perf_counter_ns``) and the request thread's CPU (``thread_time_ns``) stop
     after the last request. The process's CPU (``process_time_ns``: every thread, so the
-    libraries' sender threads and the in-process sink too) stops once the work the batch
-    left behind is done: ``variant.settle()``, then :func:`wait_idle`.
+    libraries' sender threads) stops once the work the batch
+    left behind is done: ``variant.settle()``, then :func:`wait_idle`. (The sink runs in a
+    process of its own, so its work is not counted.)
     """
     process = time.process_time_ns()
     wall = time.perf_counter_ns()

@@ -1,7 +1,7 @@
 """Load and soak: real servers on loopback, driven by ``wrk`` with 1,000 rotating users.
 
-For each server — FastAPI under uvicorn (one worker) and Flask under gunicorn (sync
-workers) — three variants, each its own server process:
+For each server — FastAPI under uvicorn (one worker), Flask and Django under gunicorn
+(sync workers) — three variants, each its own server process:
 
 - ``bare``: the middleware built with ``enabled=False`` (the baseline);
 - ``healthy``: the middleware sending to a local collector (``moesif-users collector``);
@@ -15,14 +15,16 @@ the latency distribution (p50/p99 over all rounds); the server's RSS (VmRSS of t
 worker processes) is read after boot, after the warm-up and at the end. Then each server
 gets SIGTERM (its exit flush delivers what is pending) and, for ``healthy``, the
 collector must hold every user. Requests carry ``Authorization: Bearer user-<n>``, a
-per-user ``User-Agent`` and ``utm_*`` query parameters; the apps are ``load_fastapi.py``
-and ``load_flask.py`` beside this file.
+per-user ``User-Agent`` and ``utm_*`` query parameters; the apps are ``load_fastapi.py``,
+``load_flask.py`` and ``load_django.py`` beside this file, each authenticating a request
+once, in its own layer, for the route and the hooks alike.
 
     python benchmarks/load_soak.py                  # 60 s per variant
     python benchmarks/load_soak.py --quick          # 10 s smoke run
     python benchmarks/load_soak.py --output load.md
 
-Needs ``wrk`` (Debian: ``apt-get install wrk``), uvicorn, gunicorn, FastAPI and Flask.
+Needs ``wrk`` (Debian: ``apt-get install wrk``), uvicorn, gunicorn, FastAPI, Flask and
+Django (for the servers chosen with ``--servers``).
 All traffic stays on 127.0.0.1; the script stops everything it started.
 """
 
@@ -44,7 +46,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 APP_ID_HEADER = "X-Moesif-Application-Id"
 HOST = "127.0.0.1"
-SERVERS = ("fastapi", "flask")
+SERVERS = ("fastapi", "flask", "django")
 VARIANTS = ("bare", "healthy", "blackhole")
 
 # wrk's Lua: thread k of T sends users k, k+T, k+2T, ... (mod USERS), so every user is
@@ -297,7 +299,7 @@ def start_server(
         args += ["sync", "--bind", f"{HOST}:{port}", "--log-level", "warning"]
         if gunicorn_has_control_socket():
             args.append("--no-control-socket")  # no socket in $HOME shared with others
-        args.append("load_flask:create_app()")
+        args.append("load_flask:create_app()" if kind == "flask" else "load_django:application")
     server = Server(kind, processes.start(args, env, log), f"http://{HOST}:{port}", workers)
 
     def ready() -> bool:
@@ -480,6 +482,13 @@ def mib(values: list[float]) -> str:
     return "+".join(f"{value:.1f}" for value in values) or "?"
 
 
+def installed(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def report(outcomes: list[Outcome], options: argparse.Namespace, command: str) -> str:
     bare = {o.server: o.result.rps for o in outcomes if o.variant == "bare"}
     lines = [
@@ -487,8 +496,8 @@ def report(outcomes: list[Outcome], options: argparse.Namespace, command: str) -
         "",
         f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
         + ", ".join(
-            f"{name} {version(name)}"
-            for name in ("fastapi", "starlette", "uvicorn", "flask", "gunicorn")
+            f"{name} {installed(name)}"
+            for name in ("fastapi", "starlette", "uvicorn", "flask", "django", "gunicorn")
         )
         + f", wrk {options.threads} thread(s) x {options.connections} connections, "
         + f"{options.users} users; per variant {options.warmup} s warm-up, then "
@@ -546,7 +555,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers")
-    parser.add_argument("--servers", default=",".join(SERVERS), help="fastapi,flask")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="fastapi,flask,django")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="bare,healthy,blackhole")
     parser.add_argument("--output", type=Path, help="also write the markdown table here")
     options = parser.parse_args(argv)
