@@ -20,8 +20,8 @@ import asyncio
 import gc
 import io
 import json
-import multiprocessing
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -29,6 +29,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Literal
 
 USERS = 1000  # distinct users the traffic rotates through
@@ -89,11 +90,12 @@ class _SinkServer(ThreadingHTTPServer):
             entry[1] += size
 
 
-def _serve_sink(port: Any) -> None:
-    """The sink process: serve until killed, after telling the parent its port."""
+def _serve_sink() -> None:
+    """The sink process: print the port, then serve until terminated or orphaned."""
     server = _SinkServer()
-    port.value = server.server_address[1]
-    server.serve_forever()
+    print(server.server_address[1], flush=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sys.stdin.read()  # returns when the benchmark's end of the pipe closes, even if it died
 
 
 class Sink:
@@ -102,16 +104,16 @@ class Sink:
     CPU clock counts the app and the libraries only, not the server they send to."""
 
     def __init__(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        port = context.Value("i", 0)
-        self._process = context.Process(target=_serve_sink, args=(port,), daemon=True)
-        self._process.start()
-        deadline = time.monotonic() + 30
-        while not port.value:
-            if time.monotonic() > deadline or not self._process.is_alive():
-                raise RuntimeError("the sink process did not start")
-            time.sleep(0.01)
-        self.url = f"http://127.0.0.1:{port.value}"
+        here = str(Path(__file__).resolve().parent)
+        code = f"import sys; sys.path.insert(0, {here!r}); import _harness; _harness._serve_sink()"
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert self._process.stdout is not None
+        port = self._process.stdout.readline().strip()
+        if not port:
+            raise RuntimeError("the sink process did not start")
+        self.url = f"http://127.0.0.1:{int(port)}"
 
     def describe(self) -> str:
         """What arrived so far, by path."""
@@ -126,7 +128,7 @@ class Sink:
 
     def stop(self) -> None:
         self._process.terminate()
-        self._process.join(10)
+        self._process.wait(10)
 
 
 def start_sink() -> Sink:
