@@ -247,7 +247,7 @@ def test_halves_keep_every_record() -> None:
 
 def test_serialize_marks_the_main_record_and_reports_bad_ones() -> None:
     entry = Entry(record("a", session_token="t1"), "user_id")
-    entry.tokens = ["t0"]
+    entry.tokens = {"t0": None}
     bad = Entry(record("b", metadata={"x": float("nan")}), "user_id")
     out, errors = serialize([(K("a"), entry), (K("b"), bad)])
     assert [(i.key[1], i.main) for i in out] == [("a", False), ("a", True)]

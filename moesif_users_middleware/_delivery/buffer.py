@@ -51,7 +51,9 @@ class Entry:
         self.record = record  # the merged update, carrying the newest session token
         self.last = record  # the newest update given (for the cheap "same again" test)
         self.id_field = id_field
-        self.tokens: list[str] | None = None  # older distinct tokens, oldest first
+        # Older distinct tokens, oldest first: a dict (as an ordered set) so that finding,
+        # moving and evicting one costs O(1) with a company's 256 of them.
+        self.tokens: dict[str, None] | None = None
         self.stamp = stamp  # the newest moment merged in (seconds since the epoch)
         self.stamp_text = stamp_text  # the caller's modified_time for that moment, if given
 
@@ -165,14 +167,14 @@ class PendingBuffer:
         if token is not None:
             previous = current.get("session_token")
             tokens = entry.tokens
-            if tokens is not None and token in tokens:
-                tokens.remove(token)
+            if tokens is not None:
+                tokens.pop(token, None)
             if previous is not None and previous != token:
                 if tokens is None:
-                    entry.tokens = tokens = []
-                tokens.append(previous)
+                    entry.tokens = tokens = {}
+                tokens[previous] = None
                 if len(tokens) > entry.max_tokens:
-                    del tokens[0]
+                    del tokens[next(iter(tokens))]
                     tally.dropped += 1
         entry.record = merge_update(current, record)
 
@@ -231,13 +233,14 @@ class PendingBuffer:
         token = record.get("session_token")
         merged = merge_update(record, entry.record)
         if token is not None and token != merged.get("session_token"):
-            if entry.tokens is None:
-                entry.tokens = [token]
-            elif token not in entry.tokens:
-                entry.tokens.insert(0, token)
-                if len(entry.tokens) > entry.max_tokens:
-                    del entry.tokens[0]
+            tokens = entry.tokens
+            if tokens is None:
+                entry.tokens = {token: None}
+            elif token not in tokens:
+                if len(tokens) >= entry.max_tokens:  # it would be the oldest: evicted at once
                     tally.dropped += 1
+                else:
+                    entry.tokens = {token: None, **tokens}
         entry.record = merged
 
     def release(self, keys: Iterable[Key]) -> None:

@@ -56,7 +56,8 @@ _T = TypeVar("_T")
 
 def encode_entry(entry: Entry) -> str:
     """A pending entry as a row's data (``TypeError``/``ValueError`` if not JSON)."""
-    return _ENCODER.encode([entry.record, entry.tokens, entry.stamp_text])
+    tokens = list(entry.tokens) if entry.tokens else None
+    return _ENCODER.encode([entry.record, tokens, entry.stamp_text])
 
 
 def decode_entry(kind: str, stamp: float, data: str) -> Entry:
@@ -79,7 +80,7 @@ def decode_entry(kind: str, stamp: float, data: str) -> Entry:
     ):
         raise ValueError("malformed record data")
     entry = Entry(record, record_kind.id_field, float(stamp), stamp_text)
-    entry.tokens = tokens or None
+    entry.tokens = dict.fromkeys(tokens) if tokens else None
     return entry
 
 
