@@ -119,6 +119,34 @@ def test_tokens_per_user_are_bounded() -> None:
     assert entry.record["session_token"] == f"t{MAX_TOKENS_PER_RECORD + 4}"
 
 
+def test_the_oldest_tokens_are_the_ones_evicted() -> None:
+    buffer = PendingBuffer(10, 10**9)
+    count = MAX_TOKENS_PER_RECORD + 3
+    for index in range(count):
+        add(buffer, "u", record(session_token=f"t{index}"))
+    add(buffer, "u", record(session_token="t5"))  # a kept token comes back: it moves up
+    sent = [r["session_token"] for r in buffer.pending[K("u")].records()]
+    evicted = count - 1 - MAX_TOKENS_PER_RECORD  # the newest is the record's own token
+    older = [f"t{index}" for index in range(evicted, count) if index != 5]
+    assert sent == [*older, "t5"]  # older tokens oldest first, then the merged record
+    assert buffer.dropped == evicted
+
+
+def test_a_token_merged_back_under_a_full_set_is_evicted_at_once() -> None:
+    buffer = PendingBuffer(10, 10**9)
+    add(buffer, "u", record(session_token="old"), stamp=1.0)
+    failed = buffer.drain()[K("u")].timed_records()
+    for index in range(MAX_TOKENS_PER_RECORD + 1):  # newer: fills the older tokens
+        add(buffer, "u", record(session_token=f"t{index}"), stamp=2.0)
+    dropped = buffer.dropped
+    buffer.merge_back(K("u"), "user_id", failed)
+    buffer.release([K("u")])
+    tokens = [r["session_token"] for r in buffer.pending[K("u")].records()]
+    assert "old" not in tokens  # it would be the oldest of more than the bound
+    assert len(tokens) == MAX_TOKENS_PER_RECORD + 1
+    assert buffer.dropped == dropped + 1
+
+
 def test_full_buffer_drops_new_users_but_merges_pending_ones() -> None:
     buffer = PendingBuffer(3, 10**9)
     assert all(add(buffer, uid, record(uid)) for uid in "abc")
