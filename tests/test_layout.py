@@ -74,7 +74,7 @@ RANKS = {
 # dependency or a heavy subcommand.
 LAZY = {
     ("cli", "_demo.run"),  # the demo needs every framework
-    ("cli", "backfill.arguments"),  # the send command's readers
+    ("cli", "backfill.arguments"),  # the send command and its readers
     ("cli", "backfill.command"),
     ("cli", "_spool_command"),  # the spool command (it loads the sender)
     ("cli", "collector"),  # needs starlette and uvicorn

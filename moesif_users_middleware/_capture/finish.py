@@ -33,6 +33,8 @@ Deferred = tuple[
 # Records without metadata kept for reuse (see Finish._bases): enough for the users
 # active within a flush window of a busy worker; cleared whole when full.
 _BASE_CACHE_SIZE = 4096
+# What a company's update takes from its user's, from the same request.
+_SHARED_FIELDS = ("session_token", "ip_address", "campaign")
 
 
 class Finish(Fields):
@@ -129,7 +131,7 @@ class Finish(Fields):
         user = self._user_record(record_id, company_id, token, ip, header, campaign)
         if company_id is None or not self._update_companies:
             return user, None
-        return user, self._company_record(company_id, token, ip, campaign, domain)
+        return user, self._company_record(company_id, user, domain)
 
     def _user_record(
         self,
@@ -160,21 +162,15 @@ class Finish(Fields):
         return record
 
     def _company_record(
-        self,
-        company_id: str,
-        token: str | None,
-        ip: str | None,
-        campaign: dict[str, str] | None,
-        domain: object,
+        self, company_id: str, user: dict[str, Any], domain: object
     ) -> dict[str, Any]:
-        """The company's update from the same request (its metadata is added by the caller)."""
+        """The company's update from the same request: the request's token, IP and campaign
+        as the user's record has them, and the domain (its metadata is added by the caller)."""
         record: dict[str, Any] = {"company_id": company_id}
-        if token is not None:
-            record["session_token"] = token
-        if ip is not None:
-            record["ip_address"] = ip
-        if campaign is not None:
-            record["campaign"] = campaign
+        for field in _SHARED_FIELDS:
+            value = user.get(field)
+            if value is not None:
+                record[field] = value
         domain = self._to_domain(domain)
         if domain is not None:
             record["company_domain"] = domain
